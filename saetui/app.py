@@ -1,0 +1,155 @@
+"""The saetui app: four screens over one engine.
+
+Start here to find anything: the screens (report, feature, probe, registry) live in
+`saetui/screens/`, and every number they show comes from `saetui/engine/`, awaited on
+the engine's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from .engine.engine import Engine
+from .engine.errors import UserError
+from .engine.worker import Progress
+from .messages import OpenFeature, ProbeText
+from .screens.feature import FeatureScreen
+from .screens.help import HelpScreen, binding_rows
+from .screens.probe import ProbeScreen
+from .screens.registry import RegistryScreen
+from .screens.report import ReportScreen
+from .widgets.job_status import JobStatus
+
+SCREEN_NAMES = {
+    "report": "Report",
+    "feature": "Feature",
+    "probe": "Probe",
+    "registry": "Registry",
+}
+
+
+class SaetuiApp(App[int]):
+    """The explorer. `engine` is opened in the background while the first frame paints."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "saetui"
+    MODES = {
+        "report": ReportScreen,
+        "feature": FeatureScreen,
+        "probe": ProbeScreen,
+        "registry": RegistryScreen,
+    }
+    DEFAULT_MODE = "report"
+    BINDINGS = [
+        Binding("1", "switch_mode('report')", "Report"),
+        Binding("2", "switch_mode('feature')", "Feature"),
+        Binding("3", "switch_mode('probe')", "Probe"),
+        Binding("4", "switch_mode('registry')", "Registry"),
+        Binding("question_mark", "help", "Help"),
+        Binding("x", "cancel_job", "Cancel job", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._ready = asyncio.Event()
+        self._load_error: str | None = None
+        self.fatal_error: str | None = None
+        self._jobs: list = []
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.sub_title = "loading..."
+        self.run_worker(self._open_engine(), name="open-engine", exclusive=True)
+
+    async def _open_engine(self) -> None:
+        try:
+            await self.engine.run(self.engine.open_sae)
+            self.sub_title = self.engine.summary_line()
+            await self.engine.open_async(self.progress_callback("loading model"))
+        except UserError as exc:
+            self._load_error = exc.one_line()
+            self.fatal_error = self._load_error
+            self._ready.set()
+            self.exit(2, message=None)
+            return
+        self.clear_progress()
+        self.sub_title = self.engine.summary_line()
+        self._ready.set()
+
+    async def wait_ready(self) -> bool:
+        await self._ready.wait()
+        return self._load_error is None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set() and self._load_error is None
+
+    # -- progress of engine jobs ----------------------------------------------------------
+
+    def progress_callback(self, label: str):
+        """A callback for the worker thread that shows a job's progress on the current screen."""
+        loop = asyncio.get_running_loop()
+
+        def report(progress: Progress) -> None:
+            loop.call_soon_threadsafe(self._show_progress, progress)
+
+        return report
+
+    def _show_progress(self, progress: Progress) -> None:
+        for bar in self.screen.query(JobStatus):
+            bar.show(progress)
+
+    def clear_progress(self) -> None:
+        for bar in self.screen.query(JobStatus):
+            bar.clear()
+
+    def track_job(self, job) -> None:
+        """Let `x` cancel this job while it runs."""
+        self._jobs.append(job)
+
+    def action_cancel_job(self) -> None:
+        running = [j for j in self._jobs if not j.cancelled]
+        if not running:
+            self.notify("Nothing to cancel")
+            return
+        for job in running:
+            job.cancel()
+        self._jobs.clear()
+        self.notify("Cancelled")
+
+    # -- navigation -----------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        screen = self.screen
+        title = SCREEN_NAMES.get(self.current_mode, type(screen).__name__)
+        self.push_screen(HelpScreen(binding_rows(screen), title))
+
+    def on_open_feature(self, message: OpenFeature) -> None:
+        self.switch_mode("feature")
+        screen = self.screen
+        if hasattr(screen, "show_feature"):
+            screen.show_feature(message.feature_id)
+
+    def on_probe_text(self, message: ProbeText) -> None:
+        self.switch_mode("probe")
+        screen = self.screen
+        if hasattr(screen, "set_text"):
+            screen.set_text(message.text)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, name in SCREEN_NAMES.items():
+            yield SystemCommand(f"{name} screen", f"Switch to the {name.lower()} screen", lambda m=mode: self.switch_mode(m))
+        yield SystemCommand("Help", "Show the keys of this screen", self.action_help)
+
+    def on_unmount(self) -> None:
+        self.engine.close()

@@ -1,0 +1,15 @@
+"""`saetui top-texts` (arrives with issue #4)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace, engine) -> int:
+    print("saetui top-texts: not built yet (issue #4 is open)", file=sys.stderr)
+    return 1

@@ -1,0 +1,1 @@
+"""One module per screen: report, feature, probe, registry, and the help screen."""

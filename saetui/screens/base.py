@@ -1,0 +1,54 @@
+"""What every main screen shares: the header, the job bar, the footer, and the engine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Static
+
+from ..widgets.job_status import JobStatus
+
+if TYPE_CHECKING:
+    from ..app import SaetuiApp
+    from ..engine.engine import Engine
+
+
+class EngineScreen(Screen):
+    """A main screen: subclasses yield their body from `compose_body`."""
+
+    app: "SaetuiApp"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield from self.compose_body()
+        yield JobStatus()
+        yield Footer()
+
+    def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
+        return []
+
+    @property
+    def engine(self) -> "Engine":
+        return self.app.engine
+
+    async def wait_ready(self) -> bool:
+        """Wait until the model is loaded; False if loading failed."""
+        return await self.app.wait_ready()
+
+
+class ComingScreen(EngineScreen):
+    """A screen whose issue is still open: says so plainly."""
+
+    TITLE_TEXT = ""
+    ISSUE = 0
+    WHAT = ""
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(
+            f"{self.TITLE_TEXT}\n\nNot built yet: this screen arrives with issue #{self.ISSUE} ({self.WHAT}).\n"
+            "Switch screens with 1-4, ? for help, q to quit.",
+            classes="coming",
+        )

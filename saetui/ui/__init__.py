@@ -1,0 +1,1 @@
+"""Shared UI pieces: safe text rendering, shading, common widgets."""

@@ -1,0 +1,35 @@
+"""A bar under each screen showing the engine's long work: progress, rate, ETA, cancel key."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, ProgressBar
+
+from ..engine.worker import Progress
+
+
+class JobStatus(Horizontal):
+    """Hidden while the engine is idle."""
+
+    DEFAULT_CSS = """
+    JobStatus { height: 1; display: none; padding: 0 1; background: $boost; }
+    JobStatus.-busy { display: block; }
+    JobStatus Label { width: 1fr; }
+    JobStatus ProgressBar { width: 30; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="job-label")
+        yield ProgressBar(total=100, show_eta=False, id="job-bar")
+
+    def show(self, progress: Progress) -> None:
+        self.add_class("-busy")
+        label = progress.describe()
+        if progress.total and progress.done < progress.total:
+            label += "  (x: cancel)"
+        self.query_one("#job-label", Label).update(label)
+        self.query_one("#job-bar", ProgressBar).update(total=max(progress.total, 1), progress=progress.done)
+
+    def clear(self) -> None:
+        self.remove_class("-busy")
