@@ -93,6 +93,13 @@ class SaetuiApp(App[int]):
     def is_ready(self) -> bool:
         return self._ready.is_set() and self._load_error is None
 
+    def feature_name(self, feature_id: int) -> str | None:
+        """The registry's name for a feature, for showing next to its id anywhere."""
+        registry = getattr(self, "registry", None)
+        if registry is None:
+            return None
+        return registry.name(feature_id)
+
     # -- progress of engine jobs ----------------------------------------------------------
 
     def progress_callback(self, label: str):

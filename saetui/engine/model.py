@@ -72,6 +72,16 @@ class _HookedModule(nn.Module):
         self.inner = inner
         self._fn = fn
 
+    def __getattr__(self, name: str) -> Any:
+        # Forward attributes the model's forward pass reads off the block
+        # (e.g. `layer.use_sliding`) to the wrapped block.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner" or "inner" not in self:
+                raise
+            return getattr(self["inner"], name)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         out = self.inner(*args, **kwargs)
         if isinstance(out, tuple):  # a few architectures return (hidden, extra)
@@ -206,10 +216,18 @@ class ModelRunner:
 
 
 def _find_layers(model: nn.Module) -> list:
-    layers = getattr(model, "layers", None)
-    if not isinstance(layers, list):
-        inner = getattr(model, "model", None)
-        layers = getattr(inner, "layers", None)
+    """The list of transformer blocks the forward pass iterates over.
+
+    Prefer the list stored on the module (`model.model.layers`): some architectures'
+    `model.layers` property returns a fresh slice of it, which hooks could not patch.
+    """
+    layers = None
+    for owner in (getattr(model, "model", None), model):
+        if isinstance(owner, nn.Module) and isinstance(owner.get("layers"), list):
+            layers = owner["layers"]
+            break
+    if layers is None:
+        layers = getattr(model, "layers", None)
     if not isinstance(layers, list) or not layers:
         raise UserError(
             f"{type(model).__name__} has no list of transformer layers saetui can hook",
