@@ -59,7 +59,7 @@ class SaetuiApp(App[int]):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
-        self._ready = asyncio.Event()
+        self._engine_ready = asyncio.Event()
         self._load_error: str | None = None
         self.fatal_error: str | None = None
         self._jobs: list = []
@@ -78,20 +78,20 @@ class SaetuiApp(App[int]):
         except UserError as exc:
             self._load_error = exc.one_line()
             self.fatal_error = self._load_error
-            self._ready.set()
-            self.exit(2, message=None)
+            self._engine_ready.set()
+            self.exit(return_code=2)
             return
         self.clear_progress()
         self.sub_title = self.engine.summary_line()
-        self._ready.set()
+        self._engine_ready.set()
 
     async def wait_ready(self) -> bool:
-        await self._ready.wait()
+        await self._engine_ready.wait()
         return self._load_error is None
 
     @property
     def is_ready(self) -> bool:
-        return self._ready.is_set() and self._load_error is None
+        return self._engine_ready.is_set() and self._load_error is None
 
     def feature_name(self, feature_id: int) -> str | None:
         """The registry's name for a feature, for showing next to its id anywhere."""

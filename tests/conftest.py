@@ -8,6 +8,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Before anything imports MLX: the same fast BLAS the app uses (see saetui/engine/blas.py).
+from saetui.engine.blas import enable_fast_blas  # noqa: E402
+
+enable_fast_blas()
+
 from support import FIXTURES, make_model_dir  # noqa: E402
 
 

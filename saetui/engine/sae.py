@@ -182,7 +182,9 @@ class MlxterpSAE(SparseAutoencoder):
         """
         if isinstance(activations, mx.array):
             activations = [activations]
-        calibrator = ThresholdCalibrator(self)
+        activations = list(activations)
+        total = sum(math.prod(a.shape[:-1]) for a in activations)
+        calibrator = ThresholdCalibrator(self, total)
         for batch in activations:
             calibrator.add(batch)
         self.threshold = calibrator.threshold()
@@ -192,19 +194,21 @@ class MlxterpSAE(SparseAutoencoder):
 class ThresholdCalibrator:
     """Streams activation batches and finds BatchTopK's global threshold.
 
-    Keeps only the largest k * n_tokens pre-activations seen so far: memory is
-    O(k * tokens), never tokens x d_sae.
+    Keeps only the largest k * total_tokens pre-activations seen so far: memory is
+    O(k * tokens), never tokens x d_sae. The total must be known up front for the
+    answer to be exact (a value dropped early could belong to the final top set).
     """
 
-    def __init__(self, sae: MlxterpSAE) -> None:
+    def __init__(self, sae: MlxterpSAE, total_tokens: int) -> None:
         self.sae = sae
+        self.total_tokens = int(total_tokens)
         self.n_tokens = 0
         self.kept = mx.zeros((0,), dtype=mx.float32)
 
     def add(self, activations: mx.array) -> None:
         h = self.sae.pre_activations(activations.reshape(-1, self.sae.d_model))
         self.n_tokens += h.shape[0]
-        m = self.sae.k * self.n_tokens
+        m = self.sae.k * max(self.total_tokens, self.n_tokens)
         pool = mx.concatenate([self.kept, h.reshape(-1)])
         if pool.size > m:
             pool = mx.topk(pool, m)
@@ -217,11 +221,13 @@ class ThresholdCalibrator:
                 "No activations to calibrate the BatchTopK threshold on",
                 "Use a dataset with at least one token",
             )
-        positive = self.kept[self.kept > 0] if self.kept.size else self.kept
-        if positive.size == 0:
+        m = self.sae.k * self.n_tokens
+        kept = mx.topk(self.kept, m) if self.kept.size > m else self.kept
+        m_th = float(mx.min(kept).item())
+        if m_th <= 0.0:
+            # Fewer than k positive values per token overall: keep every positive one.
             return 0.0
         # Keeping h >= the m-th value keeps m values; with `h > t` we step just below it.
-        m_th = float(mx.min(self.kept).item())
         return float(np.nextafter(np.float32(m_th), np.float32(-np.inf)))
 
 

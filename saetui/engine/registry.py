@@ -1,0 +1,367 @@
+"""The feature registry: the user's names for features, in the guide's JSON format.
+
+    {"1234": {"name": "...", "description": "...", "examples": ["..."], "confidence": "high"}}
+
+Where it lives: beside the SAE (`my_sae.mlx` -> `my_sae.features.json`) when that folder
+is writable, otherwise in the user data folder keyed by the SAE (the demo SAE sits inside
+the installed package, so its registry always goes there); `--registry` overrides both.
+
+Nothing is ever lost:
+- saves are atomic (temporary file, flush, fsync, rename) and the previous version is
+  kept as `<file>.bak`;
+- fields and entries saetui does not know (written by other tools) are kept as they are;
+- a file that cannot be read opens read-only, with a warning, and is never overwritten;
+- two processes editing one registry do not lose each other's edits: a save takes a
+  lock, re-reads the file and applies only this process's changes (field by field) on
+  top of what is there.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import platformdirs
+
+from .cache import atomic_write_bytes
+from .errors import UserError
+
+CONFIDENCES = ("high", "medium", "low")
+KNOWN_FIELDS = ("name", "description", "examples", "confidence")
+SUFFIX = ".features.json"
+BACKUP_SUFFIX = ".bak"
+LOCK_SUFFIX = ".lock"
+LOCK_TIMEOUT_S = 10.0
+
+
+def data_dir() -> Path:
+    """The user data folder (`SAETUI_DATA_DIR` overrides it; tests set it)."""
+    override = os.environ.get("SAETUI_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir("saetui"))
+
+
+def default_registry_path(sae_path: str | Path, is_demo: bool = False) -> Path:
+    """Beside the SAE when its folder is writable, else the data folder keyed by the SAE."""
+    sae_path = Path(sae_path).expanduser()
+    stem = sae_path.name[: -len(".mlx")] if sae_path.name.endswith(".mlx") else sae_path.name
+    stem = stem or "sae"
+    if not is_demo:
+        beside = sae_path.parent / f"{stem}{SUFFIX}"
+        if _writable_dir(sae_path.parent):
+            return beside
+    folder = data_dir() / "registries"
+    if is_demo:
+        # Keyed by name, not path: reinstalling the package must not lose the demo's names.
+        return folder / f"demo{SUFFIX}"
+    key = hashlib.sha256(str(sae_path.resolve()).encode("utf-8")).hexdigest()[:12]
+    return folder / f"{stem}-{key}{SUFFIX}"
+
+
+def registry_path_for(engine: Any) -> Path:
+    """The registry an engine's settings point at (`--registry`, or the default)."""
+    if engine.settings.registry:
+        return Path(engine.settings.registry).expanduser()
+    return default_registry_path(engine.sae_path, engine.is_demo)
+
+
+def _writable_dir(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def feature_key(feature_id: int) -> str:
+    fid = int(feature_id)
+    if fid < 0:
+        raise UserError(f"Feature id {fid} is negative", "Use a feature id from 0 up")
+    return str(fid)
+
+
+class Registry:
+    """One registry file. Edits (`set`, `delete`) take effect in memory; `save()` writes them."""
+
+    def __init__(self, path: Path, data: dict[str, Any] | None = None, read_only: bool = False, warning: str | None = None) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.warning = warning
+        self._data: dict[str, Any] = data if data is not None else {}
+        # What the file held when last read or written: a save applies only what changed since.
+        self._base: dict[str, Any] = copy.deepcopy(self._data)
+        self._stamp = _stamp(self.path)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Registry":
+        """Open a registry; a missing file is an empty registry, an unreadable one is read-only."""
+        path = Path(path).expanduser()
+        try:
+            data = _read(path)
+        except _Unreadable as exc:
+            return cls(path, {}, read_only=True, warning=f"Registry {path} cannot be read ({exc}); it is open read-only and will not be overwritten")
+        return cls(path, data)
+
+    def name(self, feature_id: int) -> str | None:
+        entry = self._data.get(str(int(feature_id)))
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"].strip():
+            return entry["name"]
+        if isinstance(entry, str) and entry.strip():  # a bare name written by another tool
+            return entry
+        return None
+
+    def get(self, feature_id: int) -> dict[str, Any] | None:
+        """A copy of the entry (every field, known or not), or None."""
+        entry = self._data.get(str(int(feature_id)))
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            return {"name": str(entry)}
+        return copy.deepcopy(entry)
+
+    def __contains__(self, feature_id: object) -> bool:
+        try:
+            return str(int(feature_id)) in self._data  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def __len__(self) -> int:
+        return len(self.feature_ids())
+
+    def feature_ids(self) -> list[int]:
+        """Ids of the entries keyed by a feature id, ascending."""
+        return sorted(int(k) for k in self._data if _is_id(k))
+
+    def entries(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(fid, self.get(fid) or {}) for fid in self.feature_ids()]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything in the registry, unknown entries included, as the file holds it."""
+        return copy.deepcopy(self._data)
+
+    @property
+    def dirty(self) -> bool:
+        return self._data != self._base
+
+    def refresh(self) -> bool:
+        """Re-read the file if another process changed it and nothing here is unsaved."""
+        if self.read_only or self.dirty or _stamp(self.path) == self._stamp:
+            return False
+        try:
+            data = _read(self.path)
+        except _Unreadable:
+            return False
+        changed = data != self._data
+        self._data = data
+        self._base = copy.deepcopy(data)
+        self._stamp = _stamp(self.path)
+        return changed
+
+    # -- editing -----------------------------------------------------------------------------
+
+    def set(self, feature_id: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Update a feature's entry with these fields; fields not given are kept."""
+        key = feature_key(feature_id)
+        current = self._data.get(key)
+        merged: dict[str, Any] = dict(current) if isinstance(current, dict) else ({"name": str(current)} if current is not None else {})
+        merged.update(validate_entry(entry))
+        for field_name, default in (("name", ""), ("description", ""), ("examples", []), ("confidence", "low")):
+            merged.setdefault(field_name, copy.deepcopy(default))
+        self._data[key] = merged
+        return copy.deepcopy(merged)
+
+    def delete(self, feature_id: int) -> bool:
+        return self._data.pop(feature_key(feature_id), None) is not None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write this process's edits atomically, merged over whatever the file holds now."""
+        if self.read_only:
+            raise UserError(
+                f"Registry {self.path} could not be read when it was opened, so saetui will not overwrite it",
+                "Fix or move the file away and reopen, or pass --registry with another path",
+            )
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"Cannot create the folder {folder} for the registry ({exc.strerror})", "Pass --registry with a writable path") from exc
+        with _locked(self.path):
+            try:
+                on_disk = _read(self.path)
+            except _Unreadable as exc:
+                raise UserError(
+                    f"Registry {self.path} was changed by something else and cannot be read now ({exc}); not overwriting it",
+                    "Fix the file, then save again",
+                ) from exc
+            merged = _merge(self._base, self._data, on_disk)
+            self._write(merged)
+            self._data = merged
+            self._base = copy.deepcopy(merged)
+            self._stamp = _stamp(self.path)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        blob = _dumps(data)
+        try:
+            previous = self.path.read_bytes() if self.path.exists() else None
+            if previous is not None and previous != blob:
+                atomic_write_bytes(self.path.with_name(self.path.name + BACKUP_SUFFIX), previous)
+            atomic_write_bytes(self.path, blob)
+        except OSError as exc:
+            raise UserError(f"Cannot write the registry {self.path} ({exc.strerror or exc})", "Pass --registry with a writable path") from exc
+        _remove_stale_temporaries(self.path)
+
+    def export(self, path: str | Path) -> Path:
+        """Write a copy of the registry (as saved) to `path`, atomically."""
+        target = Path(path).expanduser()
+        if target.is_dir():
+            target = target / self.path.name
+        if target.resolve() == self.path.resolve():
+            raise UserError(f"{target} is the registry itself", "Choose another path to export to")
+        try:
+            atomic_write_bytes(target, _dumps(self._data))
+        except OSError as exc:
+            raise UserError(f"Cannot write {target} ({exc.strerror or exc})", "Choose a writable path") from exc
+        return target
+
+
+def validate_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The known fields of `entry`, checked; other fields pass through untouched."""
+    out = dict(entry)
+    if "name" in out:
+        if not isinstance(out["name"], str):
+            raise UserError("A feature's name must be text", "Give the name as a string")
+        out["name"] = out["name"].strip()
+    if "description" in out:
+        if not isinstance(out["description"], str):
+            raise UserError("A feature's description must be text", "Give the description as a string")
+        out["description"] = out["description"].strip()
+    if "examples" in out:
+        examples = out["examples"]
+        if isinstance(examples, str) or not all(isinstance(e, str) for e in examples):
+            raise UserError("A feature's examples must be a list of texts", "Give one example per line")
+        out["examples"] = [e for e in examples if e.strip()]
+    if "confidence" in out and out["confidence"] not in CONFIDENCES:
+        raise UserError(f"Confidence {out['confidence']!r} is not one of {', '.join(CONFIDENCES)}", "Choose high, medium or low")
+    return out
+
+
+# -- file helpers ----------------------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _is_id(key: str) -> bool:
+    return key.isascii() and key.isdigit()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from exc
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Unreadable("not UTF-8") from exc
+    except ValueError as exc:
+        raise _Unreadable(f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _Unreadable(f"a JSON {type(data).__name__}, not an object of feature ids")
+    return data
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    # Feature ids in numeric order, other keys after them in their own order.
+    ids = sorted((k for k in data if _is_id(k)), key=int)
+    ordered = {k: data[k] for k in ids}
+    ordered.update((k, v) for k, v in data.items() if not _is_id(k))
+    return (json.dumps(ordered, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+_MISSING = object()
+
+
+def _merge(base: dict[str, Any], mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """`theirs` with the changes from `base` to `mine` applied, field by field."""
+    out = copy.deepcopy(theirs)
+    for key in set(base) | set(mine):
+        b, m = base.get(key, _MISSING), mine.get(key, _MISSING)
+        if b == m:
+            continue  # not changed here: whatever is on disk wins
+        if m is _MISSING:
+            out.pop(key, None)  # deleted here
+            continue
+        t = out.get(key, _MISSING)
+        if not (isinstance(m, dict) and isinstance(t, dict) and isinstance(b, dict)):
+            out[key] = copy.deepcopy(m)  # new here, or not an entry both sides agree on
+            continue
+        merged = dict(t)
+        for field_name in set(b) | set(m):
+            bf, mf = b.get(field_name, _MISSING), m.get(field_name, _MISSING)
+            if bf == mf:
+                continue
+            if mf is _MISSING:
+                merged.pop(field_name, None)
+            else:
+                merged[field_name] = copy.deepcopy(mf)
+        out[key] = merged
+    return out
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `<registry>.lock`, shared by every saetui process."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, the merge still applies
+        yield
+        return
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"Cannot write in {path.parent} ({exc.strerror})", "Pass --registry with a writable path") from exc
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"Registry {path} is locked by another process", "Try again in a moment") from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files left by a save that crashed before its rename (we hold the lock)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            leftover.unlink()
+        except OSError:
+            pass
