@@ -67,6 +67,7 @@ class SaetuiApp(App[int]):
     # -- start-up -----------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.title = f"saetui · {SCREEN_NAMES[self.DEFAULT_MODE]}"
         self.sub_title = "loading..."
         self.run_worker(self._open_engine(), name="open-engine", exclusive=True)
 
@@ -134,6 +135,11 @@ class SaetuiApp(App[int]):
         self.notify("Cancelled")
 
     # -- navigation -----------------------------------------------------------------------
+
+    def switch_mode(self, mode: str):  # type: ignore[override]
+        # The header names the screen, so a user always knows where they are.
+        self.title = f"saetui · {SCREEN_NAMES.get(mode, mode)}"
+        return super().switch_mode(mode)
 
     def action_help(self) -> None:
         screen = self.screen
