@@ -123,6 +123,9 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     engine = Engine(engine_settings(args))
     # Cheap checks before the first frame, so a bad path fails on the command line.
     engine.worker.call(engine.open_sae)
+    from .engine.corpus import check_dataset
+
+    check_dataset(engine.dataset_name)
     from .app import SaetuiApp
 
     app = SaetuiApp(engine)

@@ -105,3 +105,14 @@ def test_help_lists_subcommands(capsys):
     assert exit_info.value.code == 0
     for name in ("eval", "top-features", "top-texts", "registry", "--model", "--dataset", "--layer", "--component", "--registry"):
         assert name in out
+
+
+def test_missing_dataset_file(capsys, tiny_setup, tmp_path):
+    _assert_one_line_error(
+        *_run(capsys, tiny_setup["sae"], "--dataset", str(tmp_path / "texts.jsonl")), "Dataset file not found", "--dataset"
+    )
+
+
+def test_empty_dataset_file(capsys, tiny_setup, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    _assert_one_line_error(*_run(capsys, tiny_setup["sae"], "--dataset", str(tmp_path / "empty.txt")), "is empty")

@@ -49,9 +49,14 @@ def load_texts(spec: str, text_column: str | None = None, allow_download: bool =
     return texts
 
 
-def _load_local(path: Path) -> Any:
-    import datasets
+def check_dataset(spec: str) -> None:
+    """Cheap checks of a dataset spec, without reading it (for the command line, up front)."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in LOCAL_LOADERS or path.exists():
+        _check_local(path)
 
+
+def _check_local(path: Path) -> None:
     if not path.exists():
         raise UserError(f"Dataset file not found: {path}", "Check the path given to --dataset")
     if path.is_dir():
@@ -69,6 +74,13 @@ def _load_local(path: Path) -> Any:
         raise UserError(f"Dataset file {path} is empty", "Pass a file with some text in it")
     if not os.access(path, os.R_OK):
         raise UserError(f"Dataset file {path} is not readable", "Check its permissions")
+
+
+def _load_local(path: Path) -> Any:
+    import datasets
+
+    _check_local(path)
+    loader = LOCAL_LOADERS[path.suffix.lower()]
     datasets.disable_progress_bars()
     try:
         return datasets.load_dataset(loader, data_files=str(path), split="train")
