@@ -1,11 +1,292 @@
-"""The report screen."""
+"""The report screen, the first thing the app shows: is this SAE any good?
+
+It awaits `evaluate` on the engine's worker thread (a cached report appears at once)
+and shows the guide's score as a gauge with its rating and next step, every metric
+with its band, the troubleshooting advice for whatever is poor, the feature density
+and per-token L0 distributions, and the densest and dead features, which open on the
+feature screen with enter. `d` shows what each number means, `e` writes the JSON
+report, `r` evaluates again on twice the tokens.
+"""
 
 from __future__ import annotations
 
-from .base import ComingScreen
+from typing import Iterable
+
+from rich.console import Group
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from ..commands.eval import advice_text, header_text, metrics_table, notes_text, score_text, token_features_text
+from ..engine.errors import Cancelled, UserError
+from ..engine.evaluate import (
+    EvaluationReport,
+    apply_registry,
+    evaluate,
+    evaluation_budget,
+    registry_high_confidence,
+    write_report_json,
+)
+from ..engine.metrics import DEFINITIONS
+from ..engine.worker import Job
+from ..messages import OpenFeature, RegistryChanged
+from ..ui.safe_text import literal, visible
+from ..widgets.histogram import Histogram
+from .base import EngineScreen
+
+# How much larger each recompute's budget is.
+RECOMPUTE_FACTOR = 2
+DEFINITION_TITLES = {
+    "tokens": "Tokens",
+    "mse": "MSE",
+    "cosine_similarity": "Cosine similarity",
+    "explained_variance": "Explained variance",
+    "l0": "L0",
+    "dead_features": "Dead features",
+    "interpretability": "Interpretable features",
+    "score": "Score",
+    "ce_loss": "CE loss",
+    "ce_loss_recovered": "CE loss recovered",
+    "kl": "KL divergence",
+    "l2_ratio": "L2 ratio",
+    "density": "Feature density",
+}
 
 
-class ReportScreen(ComingScreen):
-    TITLE_TEXT = "Report"
-    ISSUE = 3
-    WHAT = "the quality report and 0-5 score"
+class FeatureList(DataTable):
+    """Features (row key = feature id); enter opens the highlighted one."""
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+
+
+class ReportScreen(EngineScreen):
+    CSS_PATH = "report.tcss"
+    BINDINGS = [
+        Binding("d", "toggle_definitions", "Definitions"),
+        Binding("e", "export_json", "Export JSON"),
+        Binding("r", "recompute", "Recompute (2x tokens)"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: EvaluationReport | None = None
+        self.budget: int | None = None
+        self.running = False
+
+    def compose_body(self) -> Iterable[Widget]:
+        with VerticalScroll(id="report-body"):
+            yield Static(literal("Waiting for the model to load..."), id="report-score")
+            yield Static("", id="report-status")
+            yield Static(_definitions_text(), id="report-definitions")
+            yield Static("", id="report-metrics")
+            yield Static("", id="report-advice")
+            with Horizontal(id="report-plots"):
+                yield Histogram("Feature density (log10)", id="report-density")
+                yield Histogram("L0 per token", id="report-l0")
+            with Horizontal(id="report-features"):
+                densest = FeatureList(id="report-densest")
+                densest.border_title = "densest features (enter: open)"
+                yield densest
+                dead = FeatureList(id="report-dead")
+                dead.border_title = "dead features (enter: open)"
+                yield dead
+            yield Static("", id="report-notes")
+
+    def on_mount(self) -> None:
+        # Plots and feature lists stay hidden until there is a report to fill them.
+        self.add_class("-no-report")
+        self.query_one("#report-densest", FeatureList).add_columns("feature", "density", "name")
+        self.query_one("#report-dead", FeatureList).add_columns("feature", "name")
+        self.query_one("#report-body").focus()
+        self.run_worker(self._first_evaluation(), group="evaluate", exclusive=True)
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    async def _first_evaluation(self) -> None:
+        if not await self.wait_ready():
+            return
+        try:
+            budget = evaluation_budget(self.engine)
+        except UserError as exc:
+            self._error(exc)
+            return
+        await self._evaluate(budget)
+
+    async def _evaluate(self, budget: int) -> None:
+        self.running = True
+        job = Job(f"evaluating {budget:,} tokens", self.app.progress_callback("evaluating"))
+        self.app.track_job(job)
+        if self.report is None:
+            self.query_one("#report-score", Static).update(
+                literal(f"Evaluating the SAE on up to {budget:,} tokens... (x cancels)")
+            )
+        else:
+            self._status_line(f"Recomputing on up to {budget:,} tokens... (x cancels)")
+        high = registry_high_confidence(self.engine, self.app.registry)
+        try:
+            report = await self.engine.run(evaluate, self.engine, budget, job, True, high)
+        except Cancelled:
+            self.notify("Evaluation cancelled; nothing was cached. Press r to run it again.")
+            if self.report is None:
+                self.query_one("#report-score", Static).update(literal("Evaluation cancelled. Press r to run it."))
+            else:
+                self._show_report()
+            return
+        except UserError as exc:
+            self._error(exc)
+            return
+        finally:
+            self.running = False
+            self.app.clear_progress()
+        self.report = report
+        self.budget = report.budget
+        self._show_report()
+
+    def _error(self, exc: UserError) -> None:
+        self.notify(visible(exc.one_line()), severity="error", markup=False, timeout=15)
+        if self.report is None:
+            self.query_one("#report-score", Static).update(literal(f"No report: {exc.one_line()}"))
+
+    # -- showing the report ---------------------------------------------------------------------
+
+    def _show_report(self) -> None:
+        report = self.report
+        if report is None:
+            return
+        data = report.data
+        self.remove_class("-no-report")
+        score = score_text(data)
+        if data["score"]["proceed"]:
+            score.append(" (2: the feature screen)", style="dim")
+        self.query_one("#report-score", Static).update(score)
+        self._status_line()
+        found = token_features_text(data)
+        table = metrics_table(data)
+        self.query_one("#report-metrics", Static).update(Group(table, found) if found.plain else table)
+        advice = advice_text(data)
+        self.query_one("#report-advice", Static).update(
+            advice if advice.plain else Text("No advice: nothing is poor.", style="dim")
+        )
+        dens = data["feature_density"]
+        self.query_one("#report-density", Histogram).plot(
+            dens["counts"], dens["log10_bin_edges"], x_label=f"| = 10 %; {dens['dead']:,} dead apart", markers={-1.0: "|"}
+        )
+        l0 = data["l0_distribution"]
+        self.query_one("#report-l0", Histogram).plot(
+            l0["histogram"]["counts"],
+            l0["histogram"]["bin_edges"],
+            x_label=f"median {l0['median']:g} p10 {l0['p10']:g} p90 {l0['p90']:g}",
+            markers={l0["k"] + 0.5: "k"},
+        )
+        self._render_features()
+        notes = notes_text(data)
+        self.query_one("#report-notes", Static).update(notes)
+
+    def _status_line(self, extra: str | None = None) -> None:
+        report = self.report
+        line = Text()
+        if report is not None:
+            line.append_text(header_text(report.data, cached=report.from_cache))
+            line.append("\n")
+        if extra:
+            line.append(extra, style="bold")
+        elif report is not None:
+            if report.settings["tokens_total"] < report.budget:
+                again = "the dataset is used up"
+            else:
+                again = f"r recompute on {report.budget * RECOMPUTE_FACTOR:,} tokens"
+            line.append(f"d definitions · e export JSON · {again}", style="italic")
+        self.query_one("#report-status", Static).update(line)
+
+    def _render_features(self) -> None:
+        data = self.report.data
+        densest = self.query_one("#report-densest", FeatureList)
+        densest.clear()
+        for item in data["feature_density"]["densest"]:
+            fid = int(item["feature"])
+            densest.add_row(
+                Text(str(fid)), Text(f"{item['density']:.2%}", justify="right"), self._feature_label(fid), key=str(fid)
+            )
+        dead = self.query_one("#report-dead", FeatureList)
+        dead.clear()
+        ids = data["dead_features"]["strict_ids"]
+        for fid in ids:
+            dead.add_row(Text(str(fid)), self._feature_label(fid), key=str(fid))
+        total = data["dead_features"]["strict"]
+        dead.border_title = f"dead features: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
+        if total:
+            dead.border_title += " (enter: open)"
+
+    def _feature_label(self, fid: int) -> Text:
+        name = self.app.feature_name(fid)
+        return literal(name) if name else Text("")
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def action_toggle_definitions(self) -> None:
+        panel = self.query_one("#report-definitions", Static)
+        panel.toggle_class("-shown")
+        if panel.has_class("-shown"):
+            self.query_one("#report-body", VerticalScroll).scroll_to_widget(panel, top=True, animate=False)
+
+    def action_export_json(self) -> None:
+        if self.report is None:
+            self.notify("No report yet: wait for the evaluation to finish")
+            return
+        try:
+            path = write_report_json(self.report, self.engine)
+        except UserError as exc:
+            self._error(exc)
+            return
+        self.notify(visible(f"Report written to {path}"), markup=False)
+
+    def action_recompute(self) -> None:
+        if self.running:
+            self.notify("An evaluation is already running (x cancels it)")
+            return
+        if not self.app.is_ready:
+            self.notify("The model is still loading")
+            return
+        report = self.report
+        if report is not None and report.settings["tokens_total"] < report.budget:
+            self.notify(
+                f"The dataset holds only {report.settings['tokens_total']:,} tokens in whole contexts; "
+                "the report already uses all of them"
+            )
+            return
+        base = self.budget or evaluation_budget(self.engine)
+        budget = base * RECOMPUTE_FACTOR if report is not None else base
+        self.run_worker(self._evaluate(budget), group="evaluate", exclusive=True)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(OpenFeature(int(event.row_key.value)))
+
+    # -- the registry ------------------------------------------------------------------------------
+
+    def _apply_registry(self) -> None:
+        if self.report is None:
+            return
+        apply_registry(self.report.data, registry_high_confidence(self.engine, self.app.registry))
+        self._show_report()
+
+    def on_registry_changed(self, message: RegistryChanged) -> None:
+        self._apply_registry()
+
+    def on_screen_resume(self) -> None:
+        # Names (and high-confidence entries, which count as interpretable) may have changed.
+        self._apply_registry()
+
+
+def _definitions_text() -> Text:
+    out = Text()
+    out.append("What the numbers mean (d hides this)\n", style="bold")
+    for key, text in DEFINITIONS.items():
+        out.append(f"{DEFINITION_TITLES.get(key, key)}: ", style="bold")
+        out.append(text + "\n")
+    out.rstrip()
+    return out

@@ -1,0 +1,612 @@
+"""Quality metrics of an SAE: the guide's 0-5 evaluation and the field's additions.
+
+Everything here is plain numpy and pure: the functions take whole arrays (what tests
+check against), and the accumulators take the same quantities batch by batch, so an
+evaluation's memory is bounded by one batch whatever its token budget. Definitions,
+bands, the score rubric and the troubleshooting advice follow
+`../shared/spec/metrics.md` and the user's guide exactly; where the guide leaves a
+choice open (L0's tolerance, the interpretability criterion), the choice is named in
+`DEFINITIONS` so the report can show it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+EXCELLENT, GOOD, FAIR, POOR = "excellent", "good", "fair", "poor"
+BANDS_ORDER = (EXCELLENT, GOOD, FAIR, POOR)
+MAX_SCORE = 5
+# The guide's cosine uses this in its denominator; an all-zero reconstruction gives 0, not NaN.
+COSINE_EPS = 1e-8
+# Dense features fire on more than this fraction of tokens (SAEBench).
+DENSE_THRESHOLD = 0.10
+# L0 is "close to k" within these relative gaps (saetui's tolerance: the guide only says "close").
+L0_GOOD_GAP = 0.10
+L0_FAIR_GAP = 0.25
+# The interpretability criterion (see DEFINITIONS["interpretability"]).
+INTERP_CANDIDATES = 100
+INTERP_TOP_EXAMPLES = 20
+INTERP_MIN_SHARE = 0.5
+# Log10-density histogram bin width, in decades.
+DENSITY_BIN_WIDTH = 0.25
+
+
+# -- whole-array metrics (the definitions) -----------------------------------------------
+
+
+def mse(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """Mean over tokens and dimensions of (x - x_hat)^2."""
+    x, x_hat = _f64(x), _f64(x_hat)
+    return float(np.mean((x - x_hat) ** 2))
+
+
+def cosine_similarity(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """Mean over tokens of cos(x, x_hat), with the guide's 1e-8 in the denominator."""
+    x, x_hat = _f64(x), _f64(x_hat)
+    return float(np.mean(_cosines(x, x_hat)))
+
+
+def explained_variance_guide(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """The guide's form: 1 - var(x - x_hat) / var(x), every element pooled."""
+    x, x_hat = _f64(x), _f64(x_hat)
+    return _ev_ratio(float(np.var(x - x_hat)), float(np.var(x)))
+
+
+def explained_variance_saebench(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """SAEBench's form: 1 - sum ||x - x_hat||^2 / sum ||x - mean_token(x)||^2."""
+    x, x_hat = _f64(x), _f64(x_hat)
+    flat = x.reshape(-1, x.shape[-1])
+    total = float(np.sum((flat - flat.mean(axis=0)) ** 2))
+    return _ev_ratio(float(np.sum((x - x_hat) ** 2)), total)
+
+
+def l2_ratio(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """Mean over tokens (with ||x|| > 0) of ||x_hat|| / ||x||: below 1 means shrinkage."""
+    x, x_hat = _f64(x), _f64(x_hat)
+    nx = np.linalg.norm(x.reshape(-1, x.shape[-1]), axis=-1)
+    nh = np.linalg.norm(x_hat.reshape(-1, x_hat.shape[-1]), axis=-1)
+    keep = nx > 0
+    return float(np.mean(nh[keep] / nx[keep])) if keep.any() else float("nan")
+
+
+def l0_per_token(features: np.ndarray) -> np.ndarray:
+    """Number of non-zero features of each token."""
+    f = np.asarray(features)
+    return np.count_nonzero(f.reshape(-1, f.shape[-1]), axis=-1)
+
+
+def feature_counts(features: np.ndarray) -> np.ndarray:
+    """For each feature, the number of tokens it fires on."""
+    f = np.asarray(features)
+    return np.count_nonzero(f.reshape(-1, f.shape[-1]), axis=0)
+
+
+def rare_threshold(n_tokens: int) -> int:
+    """The guide's "practically dead" line: fewer than max(10, 1 % of tokens) firings."""
+    return max(10, int(n_tokens * 0.01))
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-position next-token cross-entropy (natural log) of `targets` under `logits`."""
+    logp = log_softmax(_f64(logits))
+    return -np.take_along_axis(logp, np.asarray(targets)[..., None], axis=-1)[..., 0]
+
+
+def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
+    """Per-position KL(p || q) of the two next-token distributions."""
+    lp, lq = log_softmax(_f64(logits_p)), log_softmax(_f64(logits_q))
+    return np.sum(np.exp(lp) * (lp - lq), axis=-1)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float | None:
+    """(CE_zero - CE_sae) / (CE_zero - CE_clean); None when zero ablation changes nothing."""
+    denom = ce_zero - ce_clean
+    if not math.isfinite(denom) or abs(denom) < 1e-9:
+        return None
+    return (ce_zero - ce_sae) / denom
+
+
+def kl_score(kl_sae: float, kl_zero: float) -> float | None:
+    """(KL_zero - KL_sae) / KL_zero; None when zero ablation changes nothing."""
+    if not math.isfinite(kl_zero) or kl_zero < 1e-12:
+        return None
+    return (kl_zero - kl_sae) / kl_zero
+
+
+def percentile_from_counts(counts: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) (linear interpolation) of integer values given as counts[value]."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return float("nan")
+    cum = np.cumsum(counts)
+    pos = q / 100.0 * (n - 1)
+    lo, hi = int(math.floor(pos)), int(math.ceil(pos))
+    v_lo = int(np.searchsorted(cum, lo, side="right"))
+    v_hi = int(np.searchsorted(cum, hi, side="right"))
+    return float(v_lo + (pos - lo) * (v_hi - v_lo))
+
+
+def density_histogram(counts: np.ndarray, n_tokens: int, bin_width: float = DENSITY_BIN_WIDTH) -> dict[str, Any]:
+    """Histogram of log10(fraction of tokens a feature fires on), for the live features.
+
+    Bins run from the lowest possible density (one firing) up to 0 (fires everywhere); the
+    dead features, whose log-density is -inf, are counted apart.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n_tokens = max(int(n_tokens), 1)
+    lowest = math.log10(1.0 / n_tokens)
+    lo = math.floor(lowest / bin_width) * bin_width
+    n_bins = max(1, int(round(-lo / bin_width)))
+    edges = np.round(lo + bin_width * np.arange(n_bins + 1), 6)
+    live = counts[counts > 0]
+    values = np.log10(live / n_tokens) if live.size else np.zeros(0)
+    hist, _ = np.histogram(values, bins=edges)
+    return {
+        "log10_bin_edges": [float(e) for e in edges],
+        "counts": [int(c) for c in hist],
+        "dead": int(np.sum(counts == 0)),
+        "live": int(live.size),
+    }
+
+
+def l0_histogram(l0_counts: np.ndarray, max_bins: int = 40) -> dict[str, Any]:
+    """The per-token L0 distribution as at most `max_bins` bins of whole numbers."""
+    l0_counts = np.asarray(l0_counts, dtype=np.int64)
+    nz = np.nonzero(l0_counts)[0]
+    if nz.size == 0:
+        return {"bin_edges": [0.0, 1.0], "counts": [0]}
+    first, last = int(nz[0]), int(nz[-1])
+    span = last - first + 1
+    width = max(1, math.ceil(span / max_bins))
+    edges = list(range(first, last + 1 + width, width))
+    hist = [int(l0_counts[a:b].sum()) for a, b in zip(edges[:-1], edges[1:])]
+    return {"bin_edges": [float(e) for e in edges], "counts": hist}
+
+
+def dominant_token(strings: Sequence[str]) -> tuple[str, float] | None:
+    """The most common normalised token string among `strings`, and its share."""
+    if not strings:
+        return None
+    tally: dict[str, int] = {}
+    for s in strings:
+        key = normalise_token(s)
+        tally[key] = tally.get(key, 0) + 1
+    best = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
+    return best[0], best[1] / len(strings)
+
+
+def normalise_token(s: str) -> str:
+    """Token strings compare without surrounding whitespace and case (" Paris" == "paris").
+
+    A token that is only whitespace keeps its whitespace (" " and "\\n" stay apart).
+    """
+    return s.strip().casefold() or s
+
+
+def interpretable_features(
+    counts: np.ndarray,
+    top_tokens: dict[int, Sequence[str]],
+    candidates: int = INTERP_CANDIDATES,
+    top_examples: int = INTERP_TOP_EXAMPLES,
+    min_share: float = INTERP_MIN_SHARE,
+) -> list[dict[str, Any]]:
+    """Features passing the token-dominance criterion, one per distinct dominant token.
+
+    Among the `candidates` most frequent live features, a feature passes when it has at
+    least `top_examples` firings and one token string makes up at least `min_share` of its
+    `top_examples` strongest activations. Features dominated by a string already counted
+    are not distinct and are not counted again.
+    """
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, kind="stable")
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for fid in order[:candidates]:
+        fid = int(fid)
+        if counts[fid] < top_examples:
+            continue
+        strings = list(top_tokens.get(fid, ()))[:top_examples]
+        if len(strings) < top_examples:
+            continue
+        dom = dominant_token(strings)
+        if dom is None or dom[1] < min_share or dom[0] in seen:
+            continue
+        seen.add(dom[0])
+        found.append({"feature": fid, "token": dom[0], "share": round(dom[1], 4)})
+    return found
+
+
+# -- bands, score, rating, advice ------------------------------------------------------
+
+
+def band(metric: str, value: float | None) -> str | None:
+    """excellent / good / fair / poor for a guide metric (None: no band defined)."""
+    if value is None:
+        return None
+    v = float(value)
+    if math.isnan(v):
+        return POOR
+    if metric == "mse":
+        return EXCELLENT if v < 0.01 else GOOD if v < 0.05 else FAIR if v < 0.10 else POOR
+    if metric == "cosine_similarity":
+        return EXCELLENT if v > 0.95 else GOOD if v > 0.90 else FAIR if v > 0.85 else POOR
+    if metric == "explained_variance":
+        return EXCELLENT if v > 0.90 else GOOD if v > 0.80 else FAIR if v > 0.70 else POOR
+    if metric == "dead_fraction":
+        return EXCELLENT if v < 0.30 else GOOD if v < 0.50 else FAIR if v < 0.70 else POOR
+    if metric == "interpretability":
+        return GOOD if v >= 8 else FAIR if v >= 5 else POOR
+    return None
+
+
+def l0_band(l0_mean: float, k: int) -> str:
+    """How close the mean L0 is to k (saetui's tolerance, named in DEFINITIONS)."""
+    if k <= 0 or not math.isfinite(l0_mean):
+        return POOR
+    gap = abs(l0_mean - k) / k
+    return GOOD if gap <= L0_GOOD_GAP else FAIR if gap <= L0_FAIR_GAP else POOR
+
+
+RECONSTRUCTION_POINTS = {EXCELLENT: 2.0, GOOD: 1.5, FAIR: 1.0, POOR: 0.0}
+SPARSITY_POINTS = {EXCELLENT: 2.0, GOOD: 1.5, FAIR: 1.0, POOR: 0.0}
+INTERPRETABILITY_POINTS = {GOOD: 1.0, FAIR: 0.5, POOR: 0.0}
+
+RATINGS = {
+    EXCELLENT: "Excellent - ready for production research",
+    GOOD: "Good - suitable for interpretability work",
+    FAIR: "Fair - consider retraining with different hyperparameters",
+    POOR: "Poor - retraining strongly recommended",
+}
+NEXT_STEP_GO = "Score >= 3.5: go on to feature analysis."
+NEXT_STEP_RETRAIN = "Score < 3.5: consider retraining (see the advice) before feature analysis."
+
+
+def rating(score: float) -> str:
+    return EXCELLENT if score >= 4.5 else GOOD if score >= 3.5 else FAIR if score >= 2.5 else POOR
+
+
+def quality_score(cosine: float, dead_fraction_practical: float, n_interpretable: int) -> dict[str, Any]:
+    """The guide's 0-5 score, its parts, its rating and its next step."""
+    rec = RECONSTRUCTION_POINTS[band("cosine_similarity", cosine)]
+    spa = SPARSITY_POINTS[band("dead_fraction", dead_fraction_practical)]
+    itp = INTERPRETABILITY_POINTS[band("interpretability", n_interpretable)]
+    total = rec + spa + itp
+    r = rating(total)
+    return {
+        "reconstruction": rec,
+        "sparsity": spa,
+        "interpretability": itp,
+        "total": total,
+        "max": MAX_SCORE,
+        "rating": r,
+        "verdict": RATINGS[r],
+        "next_step": NEXT_STEP_GO if total >= 3.5 else NEXT_STEP_RETRAIN,
+        "proceed": total >= 3.5,
+    }
+
+
+ADVICE = {
+    "reconstruction": {
+        "title": "Poor reconstruction",
+        "symptoms": "cosine similarity < 0.85, MSE > 0.10, explained variance < 70 %",
+        "causes": ["expansion factor too small", "k (sparsity) too low", "too few training epochs", "poor training data"],
+        "solutions": [
+            "increase the expansion factor, e.g. 64 with k 256",
+            "or keep more features active, e.g. k 200",
+            "or train longer, e.g. 10 epochs instead of 5",
+        ],
+    },
+    "dead_features": {
+        "title": "Too many dead features",
+        "symptoms": "dead features > 80 %, most features never activate",
+        "causes": [
+            "dataset not diverse enough",
+            "training stopped before ghost gradients engaged",
+            "expansion factor too high",
+            "k (sparsity) too low",
+        ],
+        "solutions": [
+            "use a more diverse dataset",
+            "enable ghost gradients earlier: dead_feature_window 500 with sparsity_warm_up_steps 2000",
+            "or reduce the expansion factor, e.g. 16 with k 64",
+        ],
+    },
+    "interpretability": {
+        "title": "Features not interpretable",
+        "symptoms": "top activating texts seem random, no clear pattern",
+        "causes": [
+            "SAE under-trained",
+            "wrong layer or component",
+            "dataset too homogeneous",
+            "too few examples to see a pattern",
+        ],
+        "solutions": [
+            "look at the top 100 examples instead of 20",
+            "try other layers",
+            "use a more diverse dataset",
+        ],
+    },
+}
+DEAD_NOTE = (
+    "The practical dead fraction is poor (>= 70 %) but not above the guide's troubleshooting line of 80 %; "
+    "the guide expects 60-75 % dead with ghost gradients."
+)
+
+
+def advice(bands: dict[str, str | None], dead_fraction_practical: float) -> list[dict[str, Any]]:
+    """The guide's troubleshooting entries for whatever is poor."""
+    out: list[dict[str, Any]] = []
+    poor_rec = [m for m in ("cosine_similarity", "mse", "explained_variance") if bands.get(m) == POOR]
+    if poor_rec:
+        out.append(dict(ADVICE["reconstruction"], topic="reconstruction", triggered_by=poor_rec))
+    if dead_fraction_practical > 0.80:
+        out.append(dict(ADVICE["dead_features"], topic="dead_features", triggered_by=["dead_fraction"]))
+    elif bands.get("dead_fraction") == POOR:
+        out.append({"topic": "dead_features", "title": "Many dead features", "note": DEAD_NOTE, "triggered_by": ["dead_fraction"]})
+    if bands.get("interpretability") == POOR:
+        out.append(dict(ADVICE["interpretability"], topic="interpretability", triggered_by=["interpretability"]))
+    return out
+
+
+DEFINITIONS: dict[str, str] = {
+    "tokens": "Every metric uses the activations at the SAE's hook over the evaluation contexts; "
+    "the BOS position of each context is excluded.",
+    "mse": "Mean over tokens and dimensions of (x - x_hat)^2, in the activation's units. "
+    "Bands: excellent < 0.01, good < 0.05, fair < 0.10, poor otherwise.",
+    "cosine_similarity": "Mean over tokens of cos(x, x_hat). Bands: excellent > 0.95, good > 0.90, "
+    "fair > 0.85, poor otherwise. Scores reconstruction: 2 / 1.5 / 1 / 0 points.",
+    "explained_variance": "The guide's form, 1 - var(x - x_hat) / var(x) over all elements pooled "
+    "(used for the band). SAEBench's form, 1 - sum||x - x_hat||^2 / sum||x - mean_token(x)||^2, is shown "
+    "beside it. Bands: excellent > 90 %, good > 80 %, fair > 70 %, poor otherwise.",
+    "l0": "Mean number of non-zero features per token, with the median, 10th and 90th percentile of the "
+    f"per-token counts. Should be close to k (saetui's bands: within {L0_GOOD_GAP:.0%} good, "
+    f"within {L0_FAIR_GAP:.0%} fair).",
+    "dead_features": "Strict: features that never fire on the evaluation tokens. Practical (the guide's, "
+    "used for the score): features firing on fewer than max(10, 1 % of tokens). Bands on the practical "
+    "fraction: excellent < 30 %, good < 50 %, fair < 70 %, poor otherwise; 2 / 1.5 / 1 / 0 points.",
+    "interpretability": f"Among the {INTERP_CANDIDATES} most frequent live features, those with at least "
+    f"{INTERP_TOP_EXAMPLES} firings whose {INTERP_TOP_EXAMPLES} strongest activations fall on one token "
+    f"string (ignoring case and spaces) at least {INTERP_MIN_SHARE:.0%} of the time, counted once per "
+    "distinct token; plus features named in the registry with confidence high. "
+    "Bands: good >= 8, fair >= 5, poor otherwise; 1 / 0.5 / 0 points.",
+    "score": "reconstruction (0-2, by cosine) + sparsity (0-2, by the practical dead fraction) + "
+    "interpretability (0-1). 4.5-5 excellent, 3.5-4.5 good, 2.5-3.5 fair, < 2.5 poor. "
+    "Score >= 3.5: go on to feature analysis.",
+    "ce_loss": "Next-token cross-entropy (nats) of the model as is (clean), with the hook's activation "
+    "replaced by the SAE's reconstruction inside the forward pass (SAE), and replaced by zeros (zero). "
+    "The BOS position keeps its clean activation; every non-BOS target token is scored.",
+    "ce_loss_recovered": "(CE_zero - CE_sae) / (CE_zero - CE_clean): 1 is perfect, 0 is no better than "
+    "zero ablation.",
+    "kl": "Mean KL(p_clean || p_sae) of next-token distributions over the same positions; "
+    "KL score = (KL_zero - KL_sae) / KL_zero, 1 is perfect.",
+    "l2_ratio": "Mean over tokens of ||x_hat|| / ||x||; below 1 means the SAE shrinks activations.",
+    "density": "Per feature, the fraction of evaluation tokens it fires on, shown as a histogram of "
+    f"log10(density); dead features are counted apart. Dense features fire on more than {DENSE_THRESHOLD:.0%} "
+    "of tokens.",
+}
+
+
+# -- streaming accumulators ---------------------------------------------------------------
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al.)."""
+
+    n: int = 0
+    mean: Any = 0.0
+    m2: Any = 0.0
+
+    def add(self, values: np.ndarray, axis: int | None = None) -> None:
+        values = _f64(values)
+        nb = values.size if axis is None else values.shape[axis]
+        if nb == 0:
+            return
+        mb = values.mean(axis=axis)
+        m2b = ((values - (mb if axis is None else np.expand_dims(mb, axis))) ** 2).sum(axis=axis)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
+        self.n = n
+
+    @property
+    def variance(self) -> Any:
+        return self.m2 / self.n if self.n else float("nan")
+
+
+@dataclass
+class ReconstructionAccumulator:
+    """MSE, cosine, both explained variances and the L2 ratio over batches of (x, x_hat)."""
+
+    n_tokens: int = 0
+    sum_sq_err: float = 0.0
+    sum_cos: float = 0.0
+    sum_l2_ratio: float = 0.0
+    n_l2: int = 0
+    x_pooled: Moments = field(default_factory=Moments)
+    err_pooled: Moments = field(default_factory=Moments)
+    x_per_dim: Moments = field(default_factory=Moments)
+
+    def add(self, x: np.ndarray, x_hat: np.ndarray) -> None:
+        x = _f64(x).reshape(-1, np.shape(x)[-1])
+        x_hat = _f64(x_hat).reshape(-1, np.shape(x_hat)[-1])
+        if x.shape[0] == 0:
+            return
+        err = x - x_hat
+        self.n_tokens += x.shape[0]
+        self.sum_sq_err += float(np.sum(err**2))
+        self.sum_cos += float(np.sum(_cosines(x, x_hat)))
+        nx = np.linalg.norm(x, axis=-1)
+        nh = np.linalg.norm(x_hat, axis=-1)
+        keep = nx > 0
+        self.sum_l2_ratio += float(np.sum(nh[keep] / nx[keep]))
+        self.n_l2 += int(keep.sum())
+        self.x_pooled.add(x)
+        self.err_pooled.add(err)
+        self.x_per_dim.add(x, axis=0)
+
+    def result(self) -> dict[str, float]:
+        if self.n_tokens == 0:
+            nan = float("nan")
+            return {"mse": nan, "cosine_similarity": nan, "explained_variance": nan, "explained_variance_saebench": nan, "l2_ratio": nan}
+        d = int(np.size(self.x_per_dim.mean))
+        return {
+            "mse": self.sum_sq_err / (self.n_tokens * d),
+            "cosine_similarity": self.sum_cos / self.n_tokens,
+            "explained_variance": _ev_ratio(float(self.err_pooled.variance), float(self.x_pooled.variance)),
+            "explained_variance_saebench": _ev_ratio(self.sum_sq_err, float(np.sum(self.x_per_dim.m2))),
+            "l2_ratio": self.sum_l2_ratio / self.n_l2 if self.n_l2 else float("nan"),
+        }
+
+
+@dataclass
+class SparsityAccumulator:
+    """Per-feature firing counts and the per-token L0 distribution over batches."""
+
+    d_sae: int
+    k: int
+    n_tokens: int = 0
+    counts: np.ndarray = None  # type: ignore[assignment]
+    l0_counts: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(self.d_sae, dtype=np.int64)
+        self.l0_counts = np.zeros(self.d_sae + 1, dtype=np.int64)
+
+    def add(self, l0: np.ndarray, counts: np.ndarray) -> None:
+        """`l0`: per-token L0 of a batch; `counts`: per-feature firings in it."""
+        l0 = np.asarray(l0, dtype=np.int64).reshape(-1)
+        self.n_tokens += l0.size
+        self.l0_counts += np.bincount(l0, minlength=self.d_sae + 1)[: self.d_sae + 1]
+        self.counts += np.asarray(counts, dtype=np.int64)
+
+    def add_features(self, features: np.ndarray) -> None:
+        self.add(l0_per_token(features), feature_counts(features))
+
+    def result(self) -> dict[str, Any]:
+        """The guide's sparsity keys plus the L0 distribution, density and dense features."""
+        n = self.n_tokens
+        counts = self.counts
+        l0_mean = float(np.dot(np.arange(self.d_sae + 1), self.l0_counts) / n) if n else float("nan")
+        threshold = rare_threshold(n)
+        practical = int(np.sum(counts < threshold))
+        strict = int(np.sum(counts == 0))
+        density = counts / n if n else np.zeros_like(counts, dtype=np.float64)
+        dense = np.nonzero(density > DENSE_THRESHOLD)[0]
+        return {
+            "guide": {
+                "l0_mean": l0_mean,
+                "l0_fraction": l0_mean / self.d_sae,
+                "dead_features": strict,
+                "dead_features_practical": practical,
+                "dead_fraction": practical / self.d_sae,
+                "rare_threshold": threshold,
+                "max_feature_activations": int(counts.max()) if counts.size else 0,
+                "min_feature_activations": int(counts.min()) if counts.size else 0,
+            },
+            "l0_distribution": {
+                "mean": l0_mean,
+                "median": percentile_from_counts(self.l0_counts, 50),
+                "p10": percentile_from_counts(self.l0_counts, 10),
+                "p90": percentile_from_counts(self.l0_counts, 90),
+                "k": self.k,
+                "histogram": l0_histogram(self.l0_counts),
+            },
+            "dead_fraction_strict": strict / self.d_sae,
+            "density": dict(
+                density_histogram(counts, n),
+                dense_threshold=DENSE_THRESHOLD,
+                dense_features=int(dense.size),
+                dense_fraction=float(dense.size / self.d_sae),
+            ),
+        }
+
+
+@dataclass
+class BehaviourAccumulator:
+    """Sums of per-position CE (clean, SAE, zero) and KL (SAE, zero) over batches."""
+
+    n_positions: int = 0
+    ce_clean: float = 0.0
+    ce_sae: float = 0.0
+    ce_zero: float = 0.0
+    kl_sae: float = 0.0
+    kl_zero: float = 0.0
+
+    def add(self, n: int, ce_clean: float, ce_sae: float, ce_zero: float, kl_sae: float, kl_zero: float) -> None:
+        self.n_positions += int(n)
+        self.ce_clean += float(ce_clean)
+        self.ce_sae += float(ce_sae)
+        self.ce_zero += float(ce_zero)
+        self.kl_sae += float(kl_sae)
+        self.kl_zero += float(kl_zero)
+
+    def add_logits(self, clean: np.ndarray, sae: np.ndarray, zero: np.ndarray, targets: np.ndarray) -> None:
+        """From whole logits (positions, V) and targets (numpy; for tests and small models)."""
+        self.add(
+            np.size(targets),
+            cross_entropy(clean, targets).sum(),
+            cross_entropy(sae, targets).sum(),
+            cross_entropy(zero, targets).sum(),
+            kl_divergence(clean, sae).sum(),
+            kl_divergence(clean, zero).sum(),
+        )
+
+    def result(self) -> dict[str, Any]:
+        n = self.n_positions
+        if n == 0:
+            return {}
+        ce_clean, ce_sae, ce_zero = self.ce_clean / n, self.ce_sae / n, self.ce_zero / n
+        kl_sae, kl_zero = self.kl_sae / n, self.kl_zero / n
+        return {
+            "ce_loss_clean": ce_clean,
+            "ce_loss_sae": ce_sae,
+            "ce_loss_zero": ce_zero,
+            "ce_loss_recovered": ce_loss_recovered(ce_clean, ce_sae, ce_zero),
+            "kl_div_sae": kl_sae,
+            "kl_div_zero": kl_zero,
+            "kl_score": kl_score(kl_sae, kl_zero),
+            "positions": n,
+        }
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _f64(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _cosines(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    num = np.sum(x * x_hat, axis=-1)
+    return num / (np.linalg.norm(x, axis=-1) * np.linalg.norm(x_hat, axis=-1) + COSINE_EPS)
+
+
+def _ev_ratio(residual: float, total: float) -> float:
+    if not math.isfinite(total) or total <= 0:
+        return float("nan")
+    return 1.0 - residual / total
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return finite_or_none(value.item())
+    return value
