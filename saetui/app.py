@@ -8,6 +8,8 @@ the engine's worker thread.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -18,12 +20,15 @@ from textual.screen import Screen
 from .engine.engine import Engine
 from .engine.errors import UserError
 from .engine.worker import Progress
-from .messages import OpenFeature, ProbeText
+from .engine.registry import Registry, registry_path_for
+from .messages import EditRegistryEntry, OpenFeature, ProbeText
+from .screens.edit_entry import open_entry_editor
 from .screens.feature import FeatureScreen
 from .screens.help import HelpScreen, binding_rows
 from .screens.probe import ProbeScreen
 from .screens.registry import RegistryScreen
 from .screens.report import ReportScreen
+from .ui.safe_text import visible
 from .widgets.job_status import JobStatus
 
 SCREEN_NAMES = {
@@ -63,13 +68,25 @@ class SaetuiApp(App[int]):
         self._load_error: str | None = None
         self.fatal_error: str | None = None
         self._jobs: list = []
+        # The user's feature names; a file that cannot be read opens read-only (never overwritten).
+        self.registry = Registry.load(registry_path_for(engine))
 
     # -- start-up -----------------------------------------------------------------------
 
     def on_mount(self) -> None:
         self.title = f"saetui · {SCREEN_NAMES[self.DEFAULT_MODE]}"
         self.sub_title = "loading..."
+        if self.registry.warning:
+            self.notify(visible(self.registry.warning), severity="warning", timeout=20, markup=False)
         self.run_worker(self._open_engine(), name="open-engine", exclusive=True)
+        if os.environ.get("SAETUI_FIRST_FRAME_FILE"):
+            # For the benchmark (saetui.bench): when the first frame has been painted.
+            self.call_after_refresh(self._record_first_frame)
+
+    def _record_first_frame(self) -> None:
+        Path(os.environ["SAETUI_FIRST_FRAME_FILE"]).write_text(f"{time.time():.6f}\n")
+        if os.environ.get("SAETUI_EXIT_AFTER_FIRST_FRAME"):
+            self.exit()
 
     async def _open_engine(self) -> None:
         try:
@@ -125,7 +142,9 @@ class SaetuiApp(App[int]):
         self._jobs.append(job)
 
     def action_cancel_job(self) -> None:
-        running = [j for j in self._jobs if not j.cancelled]
+        # A job whose last report reached its total has finished.
+        self._jobs = [j for j in self._jobs if not j.cancelled and not (j.last and j.last.total and j.last.done >= j.last.total)]
+        running = list(self._jobs)
         if not running:
             self.notify("Nothing to cancel")
             return
@@ -157,6 +176,9 @@ class SaetuiApp(App[int]):
         screen = self.screen
         if hasattr(screen, "set_text"):
             screen.set_text(message.text)
+
+    def on_edit_registry_entry(self, message: EditRegistryEntry) -> None:
+        open_entry_editor(self, message.feature_id)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
