@@ -26,7 +26,7 @@ def _numpy_features(engine, tiny_setup, ids):
     weights = {k: np.array(v) for k, v in mx.load(str(Path(tiny_setup["sae"]) / "weights.safetensors")).items()}
     k = json.loads((Path(tiny_setup["sae"]) / "config.json").read_text())["k"]
     bos = engine.runner.tokenizer.bos_token_id
-    context = mx.array([[bos] + list(ids)])
+    context = mx.array([[bos] + list(ids)[: engine.context_len - 1]])
     x = engine.worker.call(lambda: np.array(engine.runner.activations(context, engine.hook).astype(mx.float32)))[0, 1:]
     pre = np.maximum(x @ weights["encoder.weight"].T + weights["encoder.bias"], 0.0)
     kth = np.sort(pre, axis=-1)[:, -k][:, None]
@@ -96,7 +96,8 @@ def test_probe_empty_and_odd_text(engine):
     assert spaces.n_tokens > 0 and "".join(spaces.tokens) == "   \n\t "
     # Emoji and CJK are split across byte-level tokens: every token still has a string and
     # the whole characters come back once complete.
-    odd = probe_text(engine, "héllo 🙂 猫\x1b[31m")
+    odd = probe_text(engine, "é🙂猫\x1b[31m")
+    assert not odd.truncated
     assert odd.n_tokens == len(odd.tokens) == len(odd.token_top)
     joined = "".join(odd.tokens)
     assert "🙂" in joined or "\\x" in joined

@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Iterator, Mapping
 
 import platformdirs
 
-from .cache import atomic_write_bytes
+from .cache import _fsync_dir
 from .errors import UserError
 
 CONFIDENCES = ("high", "medium", "low")
@@ -84,10 +85,16 @@ def feature_key(feature_id: int) -> str:
 class Registry:
     """One registry file. Edits (`set`, `delete`) take effect in memory; `save()` writes them."""
 
-    def __init__(self, path: Path, data: dict[str, Any] | None = None, read_only: bool = False, warning: str | None = None) -> None:
+    def __init__(self, path: Path, data: dict[str, Any] | None = None, problem: str | None = None) -> None:
         self.path = Path(path)
-        self.read_only = read_only
-        self.warning = warning
+        # Why the file could not be read (then it is read-only), e.g. "invalid JSON: ...".
+        self.problem = problem
+        self.read_only = problem is not None
+        self.warning = (
+            f"Registry {self.path} cannot be read ({problem}); it is open read-only and will not be overwritten"
+            if problem is not None
+            else None
+        )
         self._data: dict[str, Any] = data if data is not None else {}
         # What the file held when last read or written: a save applies only what changed since.
         self._base: dict[str, Any] = copy.deepcopy(self._data)
@@ -102,7 +109,7 @@ class Registry:
         try:
             data = _read(path)
         except _Unreadable as exc:
-            return cls(path, {}, read_only=True, warning=f"Registry {path} cannot be read ({exc}); it is open read-only and will not be overwritten")
+            return cls(path, {}, problem=str(exc))
         return cls(path, data)
 
     def name(self, feature_id: int) -> str | None:
@@ -176,6 +183,10 @@ class Registry:
     def delete(self, feature_id: int) -> bool:
         return self._data.pop(feature_key(feature_id), None) is not None
 
+    def revert(self) -> None:
+        """Drop unsaved edits (after a save failed), so memory matches the file again."""
+        self._data = copy.deepcopy(self._base)
+
     # -- writing -----------------------------------------------------------------------------
 
     def save(self) -> None:
@@ -208,9 +219,10 @@ class Registry:
         blob = _dumps(data)
         try:
             previous = self.path.read_bytes() if self.path.exists() else None
+            mode = _mode(self.path)
             if previous is not None and previous != blob:
-                atomic_write_bytes(self.path.with_name(self.path.name + BACKUP_SUFFIX), previous)
-            atomic_write_bytes(self.path, blob)
+                _atomic_write(self.path.with_name(self.path.name + BACKUP_SUFFIX), previous, mode)
+            _atomic_write(self.path, blob, mode)
         except OSError as exc:
             raise UserError(f"Cannot write the registry {self.path} ({exc.strerror or exc})", "Pass --registry with a writable path") from exc
         _remove_stale_temporaries(self.path)
@@ -223,7 +235,7 @@ class Registry:
         if target.resolve() == self.path.resolve():
             raise UserError(f"{target} is the registry itself", "Choose another path to export to")
         try:
-            atomic_write_bytes(target, _dumps(self._data))
+            _atomic_write(target, _dumps(self._data), _mode(target))
         except OSError as exc:
             raise UserError(f"Cannot write {target} ({exc.strerror or exc})", "Choose a writable path") from exc
         return target
@@ -287,6 +299,38 @@ def _dumps(data: dict[str, Any]) -> bytes:
     ordered = {k: data[k] for k in ids}
     ordered.update((k, v) for k, v in data.items() if not _is_id(k))
     return (json.dumps(ordered, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _mode(path: Path) -> int:
+    """The file's permissions, to keep them; a new registry is readable by all, like any file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o644
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Temporary file in the same folder, flush, fsync, then rename over `path`.
+
+    Like `cache.atomic_write_bytes`, but the file keeps the registry's permissions (a
+    temporary file is created 0600, fine for a cache, wrong for a file the user shares).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

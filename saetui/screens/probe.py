@@ -1,11 +1,371 @@
-"""The probe screen."""
+"""The probe screen: type text, see its tokens shaded by a feature, and which features fire.
+
+Typing recomputes after a short pause, on the engine's worker thread; a result that
+arrives after the text changed again is dropped. Escape leaves the text box, so the
+screen's keys (and 1-4) work; `i` goes back to typing.
+"""
 
 from __future__ import annotations
 
-from .base import ComingScreen
+from typing import Iterable
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import DataTable, Static, TextArea
+
+from ..engine.errors import UserError
+from ..engine.probe import ProbeResult, probe_text
+from ..messages import EditRegistryEntry, OpenFeature, RegistryChanged
+from ..ui.safe_text import literal, visible
+from ..ui.shading import shade_color, shaded_tokens
+from .base import EngineScreen
+from .edit_entry import SafeTextArea, editable
+
+# Seconds of no typing before the text is probed again.
+DEBOUNCE_S = 0.25
+SEPARATOR = "│"
+EMPTY_HINT = "Type or paste text above; its tokens appear here, shaded by the selected feature."
 
 
-class ProbeScreen(ComingScreen):
-    TITLE_TEXT = "Probe"
-    ISSUE = 5
-    WHAT = "type text and see which features fire"
+class ProbeInput(SafeTextArea):
+    """The text box. Escape is left to the screen (it moves focus to the tokens)."""
+
+
+class TokenStrip(VerticalScroll, can_focus=True):
+    """The text's tokens, shaded; left/right move the token cursor."""
+
+    BINDINGS = [
+        Binding("left", "screen.token_move(-1)", "Previous token", show=False),
+        Binding("right", "screen.token_move(1)", "Next token", show=False),
+        Binding("home", "screen.token_to(0)", "First token", show=False),
+        Binding("end", "screen.token_to(-1)", "Last token", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(literal(EMPTY_HINT), id="probe-tokens-text")
+
+
+class FeatureTable(DataTable):
+    """A table of features (row key = feature id); left/right still move the token cursor."""
+
+    BINDINGS = [
+        Binding("left", "screen.token_move(-1)", "Previous token", show=False),
+        Binding("right", "screen.token_move(1)", "Next token", show=False),
+    ]
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+
+    @property
+    def highlighted_feature(self) -> int | None:
+        if self.row_count == 0:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - no rows
+            return None
+        return int(key.value) if key.value is not None else None
+
+
+class ProbeScreen(EngineScreen):
+    CSS_PATH = "probe.tcss"
+    BINDINGS = [
+        Binding("escape", "leave_text", "Done typing"),
+        Binding("i", "edit_text", "Type"),
+        Binding("f", "open_feature", "Open feature"),
+        Binding("e", "edit_entry", "Name feature"),
+        Binding("s", "shade", "Shade by feature", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: ProbeResult | None = None
+        self.selected: int | None = None  # the feature the tokens are shaded by
+        self._selected_by_user = False
+        self.cursor = 0
+        self._generation = 0
+        self._debounce: Timer | None = None
+        # Text handed over by another screen, exactly (control characters included); the box
+        # shows it with escapes, and it is probed as given until the user edits it.
+        self._given_text: str | None = None
+
+    def compose_body(self) -> Iterable[Widget]:
+        box = ProbeInput(id="probe-input", soft_wrap=True)
+        box.border_title = "text (esc: done typing)"
+        yield box
+        yield Static("", id="probe-status")
+        yield Static("", id="probe-notice")
+        strip = TokenStrip(id="probe-tokens")
+        strip.border_title = "tokens (←/→ move)"
+        yield strip
+        with Horizontal(id="probe-tables"):
+            text_table = FeatureTable(id="probe-text-features")
+            text_table.border_title = "top features of the text"
+            yield text_table
+            token_table = FeatureTable(id="probe-token-features")
+            token_table.border_title = "features of this token"
+            yield token_table
+
+    def on_mount(self) -> None:
+        self.query_one("#probe-text-features", FeatureTable).add_columns("feature", "max", "tokens", "name")
+        self.query_one("#probe-token-features", FeatureTable).add_columns("feature", "act", "name")
+        self._render_all()
+        if self._given_text is not None:
+            self.set_text(self._given_text)
+
+    # -- the text -----------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        shown = self.query_one(ProbeInput).text
+        if self._given_text is not None and shown == editable(self._given_text, multiline=True):
+            return self._given_text
+        return shown
+
+    def set_text(self, text: str) -> None:
+        """Probe this text (from another screen): it replaces what is in the box."""
+        self._given_text = text
+        try:
+            box = self.query_one(ProbeInput)
+        except NoMatches:  # called before the screen is composed: on_mount loads it
+            return
+        box.load_text(editable(text, multiline=True))
+        self._schedule(now=True)
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if event.text_area.id == "probe-input":
+            self._schedule()
+
+    def _schedule(self, now: bool = False) -> None:
+        self._generation += 1
+        if self._debounce is not None:
+            self._debounce.stop()
+        generation = self._generation
+        self._debounce = self.set_timer(0.0 if now else DEBOUNCE_S, lambda: self._start_probe(generation))
+
+    def _start_probe(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self.run_worker(self._probe(generation, self.text), group="probe", exclusive=True)
+
+    async def _probe(self, generation: int, text: str) -> None:
+        if not text:
+            self._show(None)
+            return
+        if not self.app.is_ready:
+            self._status(literal("Loading the model..."))
+            if not await self.wait_ready():
+                return
+        extra = [self.selected] if self.selected is not None and self._selected_by_user else []
+        try:
+            result = await self.engine.run(probe_text, self.engine, text, extra)
+        except UserError as exc:
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
+            return
+        if generation != self._generation:
+            return  # the text changed while this ran: a newer result is coming
+        self._show(result)
+
+    # -- showing a result -----------------------------------------------------------------------
+
+    def _show(self, result: ProbeResult | None) -> None:
+        self.result = result
+        if result is None or result.n_tokens == 0:
+            self.cursor = 0
+        else:
+            self.cursor = min(self.cursor, result.n_tokens - 1)
+        if result is not None and result.top_features:
+            if not self._selected_by_user or self.selected is None:
+                self.selected = result.top_features[0].feature_id
+        elif not self._selected_by_user:
+            self.selected = None
+        self._render_all()
+
+    def _render_all(self) -> None:
+        self._render_text_table()
+        self._render_tokens()
+        self._render_token_table()
+        self._render_status()
+
+    def _name_cell(self, feature_id: int) -> Text:
+        name = self.app.feature_name(feature_id)
+        return literal(name) if name else Text("")
+
+    def _render_text_table(self) -> None:
+        table = self.query_one("#probe-text-features", FeatureTable)
+        keep = table.highlighted_feature
+        table.clear()
+        result = self.result
+        if result is None:
+            return
+        for hit in result.top_features:
+            mark = "▶" if hit.feature_id == self.selected else " "
+            table.add_row(
+                Text(f"{mark}{hit.feature_id}"),
+                Text(f"{hit.max_activation:.3g}", justify="right"),
+                Text(str(hit.n_firing), justify="right"),
+                self._name_cell(hit.feature_id),
+                key=str(hit.feature_id),
+            )
+        if keep is not None and str(keep) in {str(h.feature_id) for h in result.top_features}:
+            table.move_cursor(row=table.get_row_index(str(keep)))
+
+    def _render_token_table(self) -> None:
+        table = self.query_one("#probe-token-features", FeatureTable)
+        table.clear()
+        result = self.result
+        if result is None or result.n_tokens == 0:
+            return
+        for fid, value in result.token_top[self.cursor]:
+            mark = "▶" if fid == self.selected else " "
+            table.add_row(Text(f"{mark}{fid}"), Text(f"{value:.3g}", justify="right"), self._name_cell(fid), key=str(fid))
+        table.border_title = f"features of token {self.cursor + 1}"
+
+    def _render_tokens(self) -> None:
+        view = self.query_one("#probe-tokens-text", Static)
+        result = self.result
+        if result is None or result.n_tokens == 0:
+            view.update(literal(EMPTY_HINT))
+            return
+        acts = result.activations_of(self.selected)
+        mark = int(acts.argmax()) if acts.size and acts.max() > 0 else None
+        text = shaded_tokens(result.tokens, acts, mark=mark, cursor=self.cursor, separator=SEPARATOR)
+        # Dim the separators so they read as boundaries, not text.
+        offset = 0
+        for token in result.tokens:
+            offset += len(visible(token) or "∅")
+            text.stylize(Style(color="grey42"), offset, offset + 1)
+            offset += 1
+        view.update(text)
+        self.call_after_refresh(self._scroll_to_cursor, text)
+
+    def _scroll_to_cursor(self, text: Text) -> None:
+        """Keep the cursor's line of the wrapped tokens in view."""
+        strip = self.query_one(TokenStrip)
+        width = strip.scrollable_content_region.width
+        if width <= 0 or self.result is None:
+            return
+        start = sum(len(visible(t) or "∅") + 1 for t in self.result.tokens[: self.cursor])
+        lines = text.wrap(self.app.console, width)
+        seen = 0
+        for line_no, line in enumerate(lines):
+            seen += len(line.plain)
+            if start < seen:
+                strip.scroll_to(y=max(0, line_no - 1), animate=False)
+                return
+
+    def _render_status(self) -> None:
+        result = self.result
+        if result is None or result.n_tokens == 0:
+            self._status(literal("No text yet." if result is None else "No tokens."))
+            self._notice(None)
+            return
+        status = Text(f"{result.n_tokens} tokens")
+        if self.selected is not None:
+            acts = result.activations_of(self.selected)
+            peak = float(acts.max()) if acts.size else 0.0
+            status.append("  shading ")
+            status.append(f"#{self.selected}", style="bold")
+            name = self.app.feature_name(self.selected)
+            if name:
+                status.append(" ")
+                status.append_text(literal(name[:24]))
+            status.append("  0 ")
+            for step in range(4):
+                status.append(" ", Style(bgcolor=shade_color((step + 1) / 4)))
+            status.append(f" {peak:.3g}" if peak > 0 else " (silent here)")
+        token = result.tokens[self.cursor]
+        status.append(f"  token {self.cursor + 1}: ")
+        status.append_text(literal(repr_token(token)))
+        self._status(status)
+        self._notice(result.notice)
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#probe-status", Static).update(text)
+
+    def _notice(self, notice: str | None) -> None:
+        widget = self.query_one("#probe-notice", Static)
+        widget.update(literal(notice or ""))
+        widget.set_class(bool(notice), "-shown")
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def action_leave_text(self) -> None:
+        if isinstance(self.focused, ProbeInput):
+            self.query_one(TokenStrip).focus()
+
+    def action_edit_text(self) -> None:
+        self.query_one(ProbeInput).focus()
+
+    def action_token_move(self, step: int) -> None:
+        self._move_cursor(self.cursor + step)
+
+    def action_token_to(self, index: int) -> None:
+        n = self.result.n_tokens if self.result else 0
+        self._move_cursor(index if index >= 0 else n + index)
+
+    def _move_cursor(self, index: int) -> None:
+        if self.result is None or self.result.n_tokens == 0:
+            return
+        self.cursor = max(0, min(self.result.n_tokens - 1, index))
+        self._render_tokens()
+        self._render_token_table()
+        self._render_status()
+
+    def _current_feature(self) -> int | None:
+        """The feature a key acts on: the table row under the cursor, else the shaded one."""
+        focused = self.focused
+        if isinstance(focused, FeatureTable) and focused.highlighted_feature is not None:
+            return focused.highlighted_feature
+        return self.selected
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.select_feature(int(event.row_key.value))
+
+    def action_shade(self) -> None:
+        feature = self._current_feature()
+        if feature is not None:
+            self.select_feature(feature)
+
+    def select_feature(self, feature_id: int) -> None:
+        """Shade the tokens by this feature (recomputing if the result has no column for it)."""
+        self.selected = feature_id
+        self._selected_by_user = True
+        if self.result is not None and self.result.n_tokens and not self.result.has_feature(feature_id):
+            self._schedule(now=True)
+        self._render_all()
+
+    def action_open_feature(self) -> None:
+        feature = self._current_feature()
+        if feature is None:
+            self.notify("No feature to open: type some text first")
+            return
+        self.post_message(OpenFeature(feature))
+
+    def action_edit_entry(self) -> None:
+        feature = self._current_feature()
+        if feature is None:
+            self.notify("No feature to name: type some text first")
+            return
+        self.post_message(EditRegistryEntry(feature))
+
+    def on_registry_changed(self, message: RegistryChanged) -> None:
+        self._render_all()
+
+    def on_screen_resume(self) -> None:
+        # Names may have been edited meanwhile, here or by another saetui on the same file.
+        self.app.registry.refresh()
+        self._render_all()
+
+
+def repr_token(token: str) -> str:
+    """A token quoted, so leading and trailing spaces show."""
+    return f"'{token}'" if token else "''"
