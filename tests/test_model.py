@@ -118,3 +118,17 @@ def test_uncached_hub_model_says_how_to_get_it():
 def test_missing_local_model():
     with pytest.raises(UserError, match="Model not found"):
         load_model("./no/such/model")
+
+
+def test_variants_replay_the_prefix_and_match_full_splices(runner):
+    """Batched variants that skip the layers before the hook give the same logits as whole passes."""
+    for comp in ("mlp", "attn", "resid"):
+        for layer in (0, 2):
+            hook = runner.check_hook(layer, comp)
+            clean = runner.clean_pass(TOKENS, hook)
+            np.testing.assert_allclose(np.array(clean.logits), np.array(runner.logits(TOKENS)), atol=1e-4)
+            fns = [lambda x: x * 0.5, lambda x: mx.zeros_like(x)]
+            variants = runner.variant_logits(TOKENS, hook, clean, fns)
+            for fn, got in zip(fns, variants):
+                want = runner.logits(TOKENS, hook, replace=fn)
+                np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-3, rtol=1e-3)

@@ -238,9 +238,11 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
         tokens_np = corpus.contexts[start : start + batch_size]
         tokens = mx.array(tokens_np)
         clean_logits = None
+        clean = None
         if behaviour_off is None:
             try:
-                clean_logits, x_full = runner.logits_and_activations(tokens, hook)
+                clean = runner.clean_pass(tokens, hook)
+                clean_logits, x_full = clean.logits, clean.activations
                 behaviour_off = _logits_problem(clean_logits, vocab, tokens)
             except Exception as exc:  # noqa: BLE001 - a model with no usable head: skip CE/KL, say why
                 behaviour_off = _first_line(exc)
@@ -263,15 +265,21 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
         sparsity.add(np.array(l0), np.array(counts))
         recon.add(np.array(x), np.array(x_hat))
         if clean_logits is not None:
-            behaviour.add(*_behaviour_sums(runner, hook, tokens, clean_logits, x_hat, first))
+            behaviour.add(*_behaviour_sums(runner, hook, tokens, clean, x_hat, first))
         done += tokens_np.size
         job.report(done, corpus.n_tokens, "tokens")
     job.check()  # a cancel pressed during the last batch still cancels: nothing gets cached
     return _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes)
 
 
-def _behaviour_sums(runner, hook, tokens: mx.array, clean_logits: mx.array, x_hat: mx.array, first: int):
-    """(positions, CE clean/SAE/zero sums, KL SAE/zero sums) for one batch."""
+def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, first: int):
+    """(positions, CE clean/SAE/zero sums, KL SAE/zero sums) for one batch.
+
+    The SAE-spliced and zero-ablated passes run as one batch that replays the clean
+    pass's hidden state up to the hooked layer (ModelRunner.variant_logits), so only the
+    layers from the hook on run again.
+    """
+    clean_logits = clean.logits
 
     def splice(replacement: mx.array):
         def replace(a: mx.array) -> mx.array:
@@ -286,17 +294,18 @@ def _behaviour_sums(runner, hook, tokens: mx.array, clean_logits: mx.array, x_ha
     ce_clean = -mx.take_along_axis(lp_clean, targets, axis=-1)
     mx.eval(lp_clean, p_clean, ce_clean)
 
-    def against(replacement: mx.array) -> tuple[float, float]:
-        # One variant at a time, evaluated before the next, so at most two (batch, length,
-        # vocabulary) log-probability arrays are alive; per-position values are summed in float64.
-        lp = _log_probs(runner.logits(tokens, hook, replace=splice(replacement))[:, :-1])
+    variants = runner.variant_logits(tokens, hook, clean, [splice(x_hat), splice(mx.zeros_like(x_hat))])
+
+    def against(logits: mx.array) -> tuple[float, float]:
+        # One variant's log-probabilities at a time; per-position values summed in float64.
+        lp = _log_probs(logits[:, :-1])
         ce = -mx.take_along_axis(lp, targets, axis=-1)
         kl = (p_clean * (lp_clean - lp)).sum(axis=-1)
         mx.eval(ce, kl)
         return float(np.array(ce, dtype=np.float64).sum()), float(np.array(kl, dtype=np.float64).sum())
 
-    ce_sae, kl_sae = against(x_hat)
-    ce_zero, kl_zero = against(mx.zeros_like(x_hat))
+    ce_sae, kl_sae = against(variants[0])
+    ce_zero, kl_zero = against(variants[1])
     values = [float(np.array(ce_clean, dtype=np.float64).sum()), ce_sae, ce_zero, kl_sae, kl_zero]
     for name, v in zip(("clean", "SAE", "zero-ablated"), values[:3]):
         if not np.isfinite(v):

@@ -89,6 +89,45 @@ class _HookedModule(nn.Module):
         return self._fn(out)
 
 
+class _ReplayLayer(_HookedModule):
+    """Stands in for a layer before the hook: returns a cached output instead of computing.
+
+    `value` None: pass the hidden state through (layers whose output is overwritten later).
+    """
+
+    def __init__(self, inner: nn.Module, value: mx.array | None) -> None:
+        super().__init__(inner, lambda x: x)
+        self._value = value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if self._value is None else self._value
+
+
+class _RecordInput(_HookedModule):
+    """Stands in for a layer for one call and remembers the hidden state it was given."""
+
+    def __init__(self, inner: nn.Module, store: dict) -> None:
+        super().__init__(inner, lambda x: x)
+        self._store = store
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._store["input"] = args[0]
+        out = self.inner(*args, **kwargs)
+        self._store["tuple"] = isinstance(out, tuple)
+        return out
+
+
+@dataclass
+class CleanPass:
+    """A clean forward pass: logits, the hook's activation, and what lets variants skip
+    the layers before the hook."""
+
+    logits: mx.array
+    activations: mx.array
+    layer_input: mx.array | None  # the hidden state entering the hooked layer
+    replayable: bool
+
+
 class ModelRunner:
     """An mlx-lm model and its tokenizer, with activation capture and splicing."""
 
@@ -145,6 +184,8 @@ class ModelRunner:
             finally:
                 self.layers[hook.layer] = layer
         else:
+            while isinstance(layer, _HookedModule):  # the block lives on the real layer
+                layer = layer["inner"]
             attr = _block_attribute(layer, hook.component)
             inner = getattr(layer, attr)
             setattr(layer, attr, _HookedModule(inner, fn))
@@ -189,6 +230,45 @@ class ModelRunner:
         with self._hooked(hook, record):
             logits = self.model(tokens)
         return logits, seen[0]
+
+    def clean_pass(self, tokens: mx.array, hook: Hook) -> CleanPass:
+        """Logits and the hook's activation, remembering the hooked layer's input."""
+        store: dict = {}
+        original = self.layers[hook.layer]
+        self.layers[hook.layer] = _RecordInput(original, store)
+        try:
+            logits, acts = self.logits_and_activations(tokens, hook)
+        finally:
+            self.layers[hook.layer] = original
+        replayable = "input" in store and not store.get("tuple", False)
+        return CleanPass(logits, acts, store.get("input"), replayable)
+
+    def variant_logits(self, tokens: mx.array, hook: Hook, clean: CleanPass, replacements: list[Callable[[mx.array], mx.array]]) -> list[mx.array]:
+        """Logits with each replacement spliced in at the hook, in one batched pass.
+
+        The layers before the hook are not run again: they replay the clean pass's
+        hidden state (their output does not depend on what happens at the hook), so
+        evaluating n variants costs n times the layers from the hook on, not n whole
+        forward passes.
+        """
+        n = len(replacements)
+        batch = tokens.shape[0]
+        big = mx.concatenate([tokens] * n, axis=0) if n > 1 else tokens
+
+        def replace(x: mx.array) -> mx.array:
+            parts = [fn(x[i * batch : (i + 1) * batch]) for i, fn in enumerate(replacements)]
+            return mx.concatenate(parts, axis=0) if n > 1 else parts[0]
+
+        saved = list(self.layers[: hook.layer])
+        if clean.replayable and hook.layer > 0:
+            cached = mx.concatenate([clean.layer_input] * n, axis=0) if n > 1 else clean.layer_input
+            for i in range(hook.layer):
+                self.layers[i] = _ReplayLayer(saved[i], cached if i == hook.layer - 1 else None)
+        try:
+            out = self.logits(big, hook, replace=replace)
+        finally:
+            self.layers[: hook.layer] = saved
+        return [out[i * batch : (i + 1) * batch] for i in range(n)]
 
     # -- the output head, for logit effects ---------------------------------------------
 
