@@ -1,15 +1,62 @@
-"""`saetui top-features` (arrives with issue #4)."""
+"""`saetui top-features [SAE] TEXT [--top-k K] [--json]`: the features firing most on a text.
+
+The guide's `get_top_activating_features`: one forward pass over the text (tokenised
+like the corpus, `[BOS] + tokens`, cut to one context), each feature scored by its
+maximum over the tokens (BOS left out), strongest first, ties by feature id.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from ..engine.errors import UserError
+from ..engine.worker import Job
+from ..ui.safe_text import visible
+from .top_texts import feature_names, print_notes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("text", help="the text to analyse")
+    parser.add_argument("--top-k", type=int, default=10, help="how many features (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON: {text, features: [{feature_id, activation, name}]}")
 
 
 def run(args: argparse.Namespace, engine) -> int:
-    print("saetui top-features: not built yet (issue #4 is open)", file=sys.stderr)
-    return 1
+    if args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k} is too small", "Ask for at least 1 feature")
+    if not args.text.strip():
+        raise UserError("The text is empty", "Pass some text to analyse, e.g. saetui top-features \"Paris is in France\"")
+    engine.worker.call(engine.open, Job("loading"))
+    from ..engine.probe import probe_text
+
+    # What get_top_activating_features returns, plus the token count and truncation notice.
+    result = engine.worker.call(probe_text, engine, args.text, (), args.top_k)
+    top = [(h.feature_id, h.max_activation) for h in result.top_features[: args.top_k]]
+    names = feature_names(engine)
+    notes = [result.notice] if result.notice else []
+    if args.json:
+        json.dump(
+            {
+                "text": args.text,
+                "tokens": result.n_tokens,
+                "truncated": result.truncated,
+                "features": [{"feature_id": f, "activation": a, "name": names.get(f)} for f, a in top],
+            },
+            sys.stdout,
+            indent=2,
+            ensure_ascii=False,
+        )
+        sys.stdout.write("\n")
+        print_notes(notes)
+        return 0
+    print_notes(notes)
+    print(f"Top {len(top)} features for \"{visible(args.text[:60])}{'...' if len(args.text) > 60 else ''}\" (max over {result.n_tokens} tokens, BOS excluded)")
+    if not top:
+        print("No feature fires on this text.")
+        return 0
+    print(f"{'feature':>8}  {'activation':>10}  name")
+    for f, a in top:
+        print(f"{f:>8}  {a:>10.4f}  {visible(names.get(f) or '')}")
+    return 0
