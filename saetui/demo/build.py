@@ -45,15 +45,15 @@ UNK_ID, BOS_ID, EOS_ID, PAD_ID = range(4)
 FULL = dict(
     seed=1234,
     n_train_docs=26000,
-    n_heldout_docs=6000,
-    vocab_size=1536,
+    n_heldout_docs=5000,
+    vocab_size=2048,
     hidden_size=128,
     num_hidden_layers=4,
     num_attention_heads=4,
     intermediate_size=512,
     ctx=64,
     lm_batch=64,
-    lm_steps=600,
+    lm_steps=450,
     lm_lr=3e-3,
     lm_warmup=40,
     layer=2,
@@ -305,6 +305,8 @@ def collect_activations(model, contexts: np.ndarray, layer: int, component: str,
         def __init__(self, mod):
             super().__init__()
             self.mod = mod
+            if hasattr(mod, "use_sliding"):  # read by LlamaModel.__call__
+                self.use_sliding = mod.use_sliding
 
         def __call__(self, *a, **kw):
             out = self.mod(*a, **kw)
@@ -551,6 +553,7 @@ def dir_size(p: Path) -> int:
 
 def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     import mlx.core as mx
+    from mlx.utils import tree_flatten
 
     t_start = time.time()
     times: dict[str, float] = {}
@@ -593,7 +596,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     held_loss = lm_loss(model, held_ctx[:n_eval_ctx])
     save_model(model, margs, model_dir)
     times["lm_s"] = time.time() - t
-    n_params = sum(v.size for _, v in __import__("mlx.utils").utils.tree_flatten(model.parameters()))
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
     log(f"[lm] {n_params:,} params; held-out loss {held_loss:.3f} nats/token vs unigram entropy "
         f"{h_uni:.3f} (train ema {train_loss:.3f})  {times['lm_s']:.0f}s")
 
