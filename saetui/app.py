@@ -131,7 +131,8 @@ class SaetuiApp(App[int]):
 
     def _show_progress(self, progress: Progress) -> None:
         for bar in self.screen.query(JobStatus):
-            bar.show(progress)
+            if bar.is_mounted and bar.children:  # a screen still composing has no label yet
+                bar.show(progress)
 
     def clear_progress(self) -> None:
         for bar in self.screen.query(JobStatus):

@@ -103,7 +103,8 @@ def _dispatch(argv: list[str]) -> int:
     blas = enable_fast_blas()
     if argv and argv[0] in SUBCOMMANDS:
         parser, module = _sub_parser(argv[0])
-        args = parser.parse_args(argv[1:])
+        # Intermixed: `saetui top-texts SAE --dataset D 5` works as well as `SAE 5 --dataset D`.
+        args = parser.parse_intermixed_args(argv[1:])
         if blas.notice:
             print(f"saetui: note: {blas.notice}", file=sys.stderr)
         from .engine.engine import Engine
@@ -113,7 +114,7 @@ def _dispatch(argv: list[str]) -> int:
             return int(module.run(args, engine) or 0)
         finally:
             engine.close()
-    args = _main_parser().parse_args(argv)
+    args = _main_parser().parse_intermixed_args(argv)
     return _run_app(args, blas)
 
 

@@ -130,3 +130,22 @@ def test_batchtopk_threshold_is_calibrated_on_the_dataset_and_cached(tmp_path, t
         assert again.worker.call(again.calibrate_threshold) == theta
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "left-open"])
+def test_process_exits_cleanly_after_mlx_work_on_the_worker(tiny_setup, close):
+    """MLX's per-thread streams are released before exit (else: abort, status 134)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from saetui.engine.blas import enable_fast_blas; enable_fast_blas()\n"
+        "from saetui.engine.engine import Engine, EngineSettings\n"
+        f"e = Engine(EngineSettings(sae={tiny_setup['sae']!r}, dataset={tiny_setup['dataset']!r}))\n"
+        "e.worker.call(e.open)\n"
+        "e.worker.call(lambda: e.runner.logits(__import__('mlx.core').core.array([[1, 2, 3]])).sum().item())\n"
+        + ("e.close()\n" if close else "")
+    )
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-500:]

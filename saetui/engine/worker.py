@@ -8,9 +8,13 @@ reports progress through it and checks it for cancellation between batches.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import queue
+import sys
+import weakref
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -87,31 +91,60 @@ class Job:
 
 
 class EngineWorker:
-    """A single thread that runs all MLX work, in submission order."""
+    """A single thread that runs all MLX work, in submission order.
+
+    MLX keeps per-thread streams that must be released on the thread that made them
+    before the process exits (`mx.clear_streams()`), or the process aborts at exit
+    ("terminate called without an active exception", status 134). The worker does that
+    when it stops: on `shutdown()`, or at interpreter exit for workers never shut down.
+    """
+
+    _count = 0
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saetui-mlx")
-        self._thread_ident: int | None = None
-        self._executor.submit(self._remember_thread).result()
+        EngineWorker._count += 1
+        self._queue: "queue.Queue[tuple[Future, Callable[..., Any], tuple, dict] | None]" = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"saetui-mlx-{EngineWorker._count}", daemon=True)
+        self._thread.start()
+        _LIVE_WORKERS.add(self)
 
-    def _remember_thread(self) -> None:
-        self._thread_ident = threading.get_ident()
+    def _loop(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                fut, fn, args, kwargs = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(exc)
+                finally:
+                    del item, fut, fn, args, kwargs
+        finally:
+            _release_mlx_streams()
 
     @property
     def on_worker_thread(self) -> bool:
-        return threading.get_ident() == self._thread_ident
+        return threading.current_thread() is self._thread
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Future[T]":
+        fut: Future[T] = Future()
         if self.on_worker_thread:
             # Already on the worker (engine code calling engine code): run inline, since
             # waiting for our own queue would deadlock.
-            fut: Future[T] = Future()
             try:
                 fut.set_result(fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
             return fut
-        return self._executor.submit(fn, *args, **kwargs)
+        if self._closed:
+            raise RuntimeError("the engine's worker has been shut down")
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Await fn(*args, **kwargs) on the worker thread."""
@@ -121,5 +154,39 @@ class EngineWorker:
         """Run on the worker thread and wait (for the command line, never the UI)."""
         return self.submit(fn, *args, **kwargs).result()
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Drop queued work, let the running call finish, release MLX's streams, stop."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        self._queue.put(None)
+        if not self.on_worker_thread:
+            self._thread.join(timeout)
+        _LIVE_WORKERS.discard(self)
+
+
+_LIVE_WORKERS: "weakref.WeakSet[EngineWorker]" = weakref.WeakSet()
+
+
+def _release_mlx_streams() -> None:
+    mx = sys.modules.get("mlx.core")
+    clear = getattr(mx, "clear_streams", None)
+    if clear is not None:
+        try:
+            clear()
+        except Exception:  # pragma: no cover - nothing to do about it at exit
+            pass
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for worker in list(_LIVE_WORKERS):
+        worker.shutdown(timeout=10.0)
+    _release_mlx_streams()  # the main thread's own streams
