@@ -52,13 +52,14 @@ class SaetuiApp(App[int]):
     }
     DEFAULT_MODE = "report"
     BINDINGS = [
-        Binding("1", "switch_mode('report')", "Report"),
-        Binding("2", "switch_mode('feature')", "Feature"),
-        Binding("3", "switch_mode('probe')", "Probe"),
-        Binding("4", "switch_mode('registry')", "Registry"),
-        Binding("question_mark", "help", "Help"),
+        Binding("1", "switch_mode('report')", "Report", show=False),
+        Binding("2", "switch_mode('feature')", "Feature", show=False),
+        Binding("3", "switch_mode('probe')", "Probe", show=False),
+        Binding("4", "switch_mode('registry')", "Registry", show=False),
+        # The screen strip under the header shows these; the footer keeps to the screen's own keys.
+        Binding("question_mark", "help", "Help", show=False),
         Binding("x", "cancel_job", "Cancel job", show=False),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, engine: Engine) -> None:
@@ -130,11 +131,16 @@ class SaetuiApp(App[int]):
         return report
 
     def _show_progress(self, progress: Progress) -> None:
+        # Reports queued by the worker can arrive after the app has started to exit.
+        if not self.is_running or not self.screen_stack:
+            return
         for bar in self.screen.query(JobStatus):
             if bar.is_mounted and bar.children:  # a screen still composing has no label yet
                 bar.show(progress)
 
     def clear_progress(self) -> None:
+        if not self.is_running or not self.screen_stack:
+            return
         for bar in self.screen.query(JobStatus):
             bar.clear()
 

@@ -56,7 +56,8 @@ def test_real_terminal_session(tiny_setup, tmp_path, size):
     try:
         screen = term.wait_for("SAE 64->256 k=8")
         assert "L1/mlp" in screen
-        assert "Report" in screen and "Quit" in screen  # the footer's bindings
+        assert "1 Report" in screen and "4 Registry" in screen and "q quit" in screen  # the screen strip
+        assert "^p palette" in screen  # the footer
         for key, word in (("2", "Feature"), ("3", "Probe"), ("4", "Registry"), ("1", "Report")):
             term.keys("Escape")
             time.sleep(0.3)  # an escape followed at once by a key reads as alt+key

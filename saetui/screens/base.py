@@ -10,6 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from ..widgets.job_status import JobStatus
+from ..widgets.screen_tabs import ScreenTabs
 
 if TYPE_CHECKING:
     from ..app import SaetuiApp
@@ -23,12 +24,17 @@ class EngineScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield ScreenTabs()
         yield from self.compose_body()
         yield JobStatus()
         yield Footer()
 
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return []
+
+    def on_screen_resume(self) -> None:
+        for tabs in self.query(ScreenTabs):
+            tabs.active = self.app.current_mode
 
     @property
     def engine(self) -> "Engine":
