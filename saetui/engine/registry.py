@@ -22,7 +22,6 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Iterator, Mapping
 
 import platformdirs
 
-from .cache import _fsync_dir
+from .cache import atomic_write_bytes
 from .errors import UserError
 
 CONFIDENCES = ("high", "medium", "low")
@@ -221,8 +220,8 @@ class Registry:
             previous = self.path.read_bytes() if self.path.exists() else None
             mode = _mode(self.path)
             if previous is not None and previous != blob:
-                _atomic_write(self.path.with_name(self.path.name + BACKUP_SUFFIX), previous, mode)
-            _atomic_write(self.path, blob, mode)
+                atomic_write_bytes(self.path.with_name(self.path.name + BACKUP_SUFFIX), previous, mode)
+            atomic_write_bytes(self.path, blob, mode)
         except OSError as exc:
             raise UserError(f"Cannot write the registry {self.path} ({exc.strerror or exc})", "Pass --registry with a writable path") from exc
         _remove_stale_temporaries(self.path)
@@ -235,7 +234,7 @@ class Registry:
         if target.resolve() == self.path.resolve():
             raise UserError(f"{target} is the registry itself", "Choose another path to export to")
         try:
-            _atomic_write(target, _dumps(self._data), _mode(target))
+            atomic_write_bytes(target, _dumps(self._data), _mode(target))
         except OSError as exc:
             raise UserError(f"Cannot write {target} ({exc.strerror or exc})", "Choose a writable path") from exc
         return target
@@ -307,30 +306,6 @@ def _mode(path: Path) -> int:
         return path.stat().st_mode & 0o777
     except OSError:
         return 0o644
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Temporary file in the same folder, flush, fsync, then rename over `path`.
-
-    Like `cache.atomic_write_bytes`, but the file keeps the registry's permissions (a
-    temporary file is created 0600, fine for a cache, wrong for a file the user shares).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
