@@ -127,6 +127,10 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     from .engine.corpus import check_dataset
 
     check_dataset(engine.dataset_name)
+    if not args.download:
+        from .engine.model import resolve_model_path
+
+        resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
     from .app import SaetuiApp
 
     app = SaetuiApp(engine)

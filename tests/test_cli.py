@@ -116,3 +116,11 @@ def test_missing_dataset_file(capsys, tiny_setup, tmp_path):
 def test_empty_dataset_file(capsys, tiny_setup, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     _assert_one_line_error(*_run(capsys, tiny_setup["sae"], "--dataset", str(tmp_path / "empty.txt")), "is empty")
+
+
+def test_app_with_an_uncached_model_fails_before_opening(capsys, fixtures_dir):
+    _assert_one_line_error(
+        *_run(capsys, str(fixtures_dir / "topk_llama_l2_mlp.mlx")),
+        "mlx-community/Llama-3.2-1B-Instruct-4bit is not in the local Hugging Face cache",
+        "--model",
+    )
