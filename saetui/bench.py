@@ -71,6 +71,13 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def peak_rss_mb() -> float:
+    # Linux: VmHWM, which exec resets; ru_maxrss can carry the parent's peak across fork+exec.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     # ru_maxrss is KiB on Linux, bytes on macOS.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
@@ -210,13 +217,14 @@ def synthetic_engine(hidden: int = 2048, d_sae: int = 32_768, k: int = 64, conte
                 return " ".join(f"t{i}" for i in ids)
 
         engine.runner = ModelRunner(model, _Tok(), name=f"synthetic-llama-{hidden}")
-        rng = np.random.default_rng(0)
+        # Drawn by MLX in float32: a float64 numpy draw would inflate the peak memory figure.
         weights = {
-            "encoder.weight": mx.array(rng.normal(0, hidden**-0.5, (d_sae, hidden)).astype(np.float32)),
+            "encoder.weight": mx.random.normal((d_sae, hidden)) * hidden**-0.5,
             "encoder.bias": mx.zeros((d_sae,)),
-            "decoder.weight": mx.array(rng.normal(0, d_sae**-0.5, (hidden, d_sae)).astype(np.float32)),
+            "decoder.weight": mx.random.normal((hidden, d_sae)) * d_sae**-0.5,
             "decoder.bias": mx.zeros((hidden,)),
         }
+        mx.eval(weights)
         config = {"class": "SAE", "d_model": hidden, "d_hidden": d_sae, "k": k, "metadata": {"layer": 0, "component": "mlp", "model_name": "synthetic"}}
         engine.sae = MlxterpSAE(config, weights, content_hash=f"synthetic-{hidden}-{d_sae}-{k}")
         engine.hook = Hook(0, "mlp")
