@@ -137,3 +137,12 @@ def write_sae(
     }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+async def wait_until(pilot, condition, what: str = "condition", tries: int = 400) -> None:
+    """Let the app run until `condition()` holds (Textual tests; never a timing assertion)."""
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"{what} never became true")

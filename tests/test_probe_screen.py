@@ -8,6 +8,8 @@ import threading
 from textual import events
 from textual.widgets import Input, Static, TextArea
 
+from support import wait_until
+
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.probe import probe_text
@@ -24,18 +26,10 @@ def _app(tiny_setup, tmp_path, context_len=32):
     return SaetuiApp(engine), registry
 
 
-async def _until(pilot, condition, what="condition", tries=400):
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"{what} never became true")
-
-
 async def _open_probe(app, pilot) -> ProbeScreen:
     assert await app.wait_ready()
     await pilot.press("3")
-    await _until(pilot, lambda: isinstance(app.screen, ProbeScreen), "probe screen")
+    await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen), "probe screen")
     return app.screen
 
 
@@ -54,7 +48,7 @@ async def test_typing_shows_tokens_and_top_features(tiny_setup, tmp_path):
         screen = await _open_probe(app, pilot)
         assert isinstance(app.focused, ProbeInput)  # typing works straight away
         await pilot.press(*"The cat sat")
-        await _until(pilot, lambda: screen.result is not None and screen.result.text == "The cat sat", "result for the typed text")
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.text == "The cat sat", "result for the typed text")
         expected = await app.engine.run(probe_text, app.engine, "The cat sat")
         assert screen.result.tokens == expected.tokens
         shown = _tokens_shown(screen)
@@ -72,7 +66,7 @@ async def test_cursor_selection_and_open_feature(tiny_setup, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open_probe(app, pilot)
         screen.set_text("Paris is the capital of France.")
-        await _until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 3)
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 3)
         result = screen.result
         await pilot.press("escape")
         assert isinstance(app.focused, TokenStrip)
@@ -99,7 +93,7 @@ async def test_cursor_selection_and_open_feature(tiny_setup, tmp_path):
         assert screen.cursor == result.n_tokens - 2
         # f opens the highlighted feature on the feature screen.
         await pilot.press("f")
-        await _until(pilot, lambda: app.current_mode == "feature", "feature screen")
+        await wait_until(pilot, lambda: app.current_mode == "feature", "feature screen")
 
 
 async def test_probe_text_message_opens_the_probe_with_that_text(tiny_setup, tmp_path):
@@ -110,7 +104,7 @@ async def test_probe_text_message_opens_the_probe_with_that_text(tiny_setup, tmp
         assert await app.wait_ready()
         context = "2 + 2 = 4 and\x1b[2J 3 * 5 = 15."
         app.post_message(ProbeText(context))  # e.g. from the feature screen, before the probe exists
-        await _until(pilot, lambda: isinstance(app.screen, ProbeScreen) and app.screen.result is not None, "probe result")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen) and app.screen.result is not None, "probe result")
         assert app.screen.result.text == context
         assert app.screen.query_one(ProbeInput).text == context.replace("\x1b", "\\x1b")
 
@@ -122,12 +116,12 @@ async def test_truncation_notice(tiny_setup, tmp_path):
         notice = screen.query_one("#probe-notice", Static)
         assert not notice.display
         screen.set_text("The red fox and the blue bird. " * 8)
-        await _until(pilot, lambda: screen.result is not None)
+        await wait_until(pilot, lambda: screen.result is not None)
         assert screen.result.n_tokens == 15  # 16 positions, one is the BOS
         assert notice.display and "truncated" in str(notice.render())
         assert "first 15" in str(notice.render())
         screen.set_text("short")
-        await _until(pilot, lambda: screen.result is not None and screen.result.text == "short")
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.text == "short")
         assert not notice.display
 
 
@@ -136,12 +130,12 @@ async def test_empty_whitespace_unicode_and_control_characters(tiny_setup, tmp_p
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open_probe(app, pilot)
         screen.set_text("   \t\n ")
-        await _until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 0)
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 0)
         shown = _tokens_shown(screen)
         assert "⇥" in shown and "↵" in shown and "\t" not in shown and "\n" not in shown
         odd = "é🙂猫 \x1b[31mred\x07 [b]x"
         screen.set_text(odd)
-        await _until(pilot, lambda: screen.result is not None and screen.result.text == odd, "result for the odd text")
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.text == odd, "result for the odd text")
         shown = _tokens_shown(screen)
         assert "\x1b" not in shown and "\x07" not in shown
         assert "\\x1b" in shown and "\\x07" in shown and "[b]x" in shown.replace(probe_screen.SEPARATOR, "")
@@ -152,13 +146,13 @@ async def test_empty_whitespace_unicode_and_control_characters(tiny_setup, tmp_p
         assert screen.result.text == odd
         # Emptying the box clears the tokens and tables.
         box.load_text("")
-        await _until(pilot, lambda: screen.result is None)
+        await wait_until(pilot, lambda: screen.result is None)
         assert _tokens_shown(screen) == probe_screen.EMPTY_HINT
         assert _table_ids(screen, "#probe-text-features") == []
         # A paste never puts raw control characters in the box.
         box.focus()
         app.post_message(events.Paste("p\x1b[31mq"))
-        await _until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 0)
+        await wait_until(pilot, lambda: screen.result is not None and screen.result.n_tokens > 0)
         assert box.text == "p\\x1b[31mq"
 
 
@@ -183,7 +177,7 @@ async def test_stale_results_are_dropped(tiny_setup, tmp_path, monkeypatch):
         screen.set_text("second text")
         await pilot.pause(0.05)
         release.set()
-        await _until(pilot, lambda: "second text" in shown, "the second result")
+        await wait_until(pilot, lambda: "second text" in shown, "the second result")
         await pilot.pause(0.1)
         assert shown == ["second text"]
         assert screen.result.text == "second text"
@@ -194,7 +188,7 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _open_probe(app, pilot)
         screen.set_text("I feel happy and calm today.")
-        await _until(pilot, lambda: screen.result is not None)
+        await wait_until(pilot, lambda: screen.result is not None)
         top = screen.result.top_features[0].feature_id
         app.registry.set(top, {"name": HOSTILE})
         app.registry.save()
@@ -211,20 +205,20 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
         assert "[bold red]loud" in status
         # e (from the tokens) edits the shaded feature's entry; the name is shown escaped.
         await pilot.press("escape", "e")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "edit dialog")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "edit dialog")
         name_input = app.screen.query_one("#edit-name", Input)
         assert "\x1b" not in name_input.value and "\\x1b" in name_input.value
         # Change only the description: the hostile name is saved exactly as it was.
         app.screen.query_one("#edit-description", TextArea).load_text("fires on feelings")
         await pilot.press("ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, ProbeScreen), "back on the probe")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen), "back on the probe")
         saved = json.loads(registry_path.read_text())[str(top)]
         assert saved["name"] == HOSTILE and saved["description"] == "fires on feelings"
         # A new name typed in the dialog lands in the file and in the table.
         await pilot.press("e")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         app.screen.query_one("#edit-name", Input).value = ""
         await pilot.press(*"calm_words", "ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, ProbeScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen))
         assert json.loads(registry_path.read_text())[str(top)]["name"] == "calm_words"
         assert table.get_row_at(0)[3].plain == "calm_words"

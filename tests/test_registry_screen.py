@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
+from support import wait_until
+
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
 from saetui.screens.edit_entry import EditEntryScreen
@@ -25,18 +27,10 @@ def _app(tiny_setup, registry_path) -> SaetuiApp:
     return SaetuiApp(engine)
 
 
-async def _until(pilot, condition, what="condition", tries=400):
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"{what} never became true")
-
-
 async def _open_registry(app, pilot) -> RegistryScreen:
     assert await app.wait_ready()
     await pilot.press("4")
-    await _until(pilot, lambda: isinstance(app.screen, RegistryScreen), "registry screen")
+    await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen), "registry screen")
     await pilot.pause()
     return app.screen
 
@@ -80,7 +74,7 @@ async def test_table_filter_and_literal_names(tiny_setup, tmp_path):
         assert len(_rows(screen)) == 3
         # Keys 1-4 still switch screens from the table.
         await pilot.press("3")
-        await _until(pilot, lambda: app.current_mode == "probe")
+        await wait_until(pilot, lambda: app.current_mode == "probe")
 
 
 async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
@@ -91,7 +85,7 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         screen = await _open_registry(app, pilot)
         # Add: the dialog asks for the id; ids outside the SAE are refused.
         await pilot.press("a")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "add dialog")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "add dialog")
         dialog = app.screen
         await pilot.press(*"999", "ctrl+s")
         assert isinstance(app.screen, EditEntryScreen)  # 999 >= d_sae (256): refused, dialog stays
@@ -106,7 +100,7 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         dialog.query_one("#edit-confidence", Select).value = "medium"
         dialog.query_one("#edit-examples", TextArea).load_text("The red fox\n\nthe blue bird\n")
         await pilot.press("ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen), "back on the registry")
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen), "back on the registry")
         on_disk = _file(path)
         assert on_disk["5"] == {"name": "fox_and_bird", "description": "Animals and colours", "examples": ["The red fox", "the blue bird"], "confidence": "medium"}
         assert [r[0] for r in _rows(screen)] == ["3", "5", "17", "42"]
@@ -115,33 +109,33 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         # Edit (enter on a row): change only the confidence; other fields, unknown ones too, stay.
         screen.query_one("#registry-table", DataTable).move_cursor(row=0)
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "edit dialog")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "edit dialog")
         assert app.screen.query_one("#edit-name", Input).value == "cities"
         app.screen.query_one("#edit-confidence", Select).value = "low"
         await pilot.press("ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert _file(path)["3"] == {**START["3"], "confidence": "low"}
         # Escape cancels an edit: nothing changes.
         before = path.read_bytes()
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         app.screen.query_one("#edit-name", Input).value = "not saved"
         await pilot.press("escape")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert path.read_bytes() == before
 
         # Delete asks first: n keeps, y deletes; the previous file is the backup.
         screen.query_one("#registry-table", DataTable).move_cursor(row=3)
         await pilot.press("d")
-        await _until(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen))
         await pilot.press("n")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert "42" in _file(path)
         before = path.read_bytes()
         await pilot.press("d")
-        await _until(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDeleteScreen))
         await pilot.press("y")
-        await _until(pilot, lambda: "42" not in _file(path), "entry 42 deleted")
+        await wait_until(pilot, lambda: "42" not in _file(path), "entry 42 deleted")
         assert (tmp_path / "reg.json.bak").read_bytes() == before
         assert _file(path)["comment"] == "kept by saetui"
         assert [r[0] for r in _rows(screen)] == ["3", "5", "17"]
@@ -149,10 +143,10 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         # Export to a chosen path.
         target = tmp_path / "exported" / "copy.json"
         await pilot.press("w")
-        await _until(pilot, lambda: isinstance(app.screen, ExportScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen))
         app.screen.query_one("#export-path", Input).value = str(target)
         await pilot.press("enter")
-        await _until(pilot, lambda: target.exists(), "exported file")
+        await wait_until(pilot, lambda: target.exists(), "exported file")
         assert _file(target) == _file(path)
 
 
@@ -164,12 +158,12 @@ async def test_hostile_name_survives_an_edit_of_another_field(tiny_setup, tmp_pa
         screen = await _open_registry(app, pilot)
         screen.query_one("#registry-table", DataTable).move_cursor(row=1)
         await pilot.press("e")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         name = app.screen.query_one("#edit-name", Input).value
         assert "\x1b" not in name and name == HOSTILE.replace("\x1b", "\\x1b")
         app.screen.query_one("#edit-confidence", Select).value = "high"
         await pilot.press("ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         saved = _file(path)["17"]
         assert saved["name"] == HOSTILE and saved["description"] == START["17"]["description"]
         assert saved["confidence"] == "high"
@@ -209,10 +203,10 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         expected_density = busiest.count / busiest.tokens
         assert _rows(screen)[0][3] == f"{100 * expected_density:.3g}%"
         await pilot.press("enter")
-        await _until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         tokenizer = app.engine.runner.tokenizer
         expected = [" ".join(tokenizer.decode(e.window_tokens.tolist()).split())[:120] for e in busiest.top[:5]]
         assert app.screen.query_one("#edit-examples", TextArea).text == "\n".join(expected)
         await pilot.press("ctrl+s")
-        await _until(pilot, lambda: isinstance(app.screen, RegistryScreen))
+        await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert _file(path)[str(fid)]["examples"] == expected
