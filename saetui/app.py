@@ -13,15 +13,18 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.reactive import reactive
 from textual.screen import Screen
 
 from .engine.engine import Engine
 from .engine.errors import UserError
-from .engine.worker import Progress
 from .engine.registry import Registry, registry_path_for
-from .messages import EditRegistryEntry, OpenFeature, ProbeText
+from .engine.session import Session
+from .engine.worker import Job, Progress
+from .messages import EditRegistryEntry, JobProgress, OpenFeature, ProbeText
 from .screens.edit_entry import open_entry_editor
 from .screens.feature import FeatureScreen
 from .screens.help import HelpScreen, binding_rows
@@ -29,7 +32,6 @@ from .screens.probe import ProbeScreen
 from .screens.registry import RegistryScreen
 from .screens.report import ReportScreen
 from .ui.safe_text import visible
-from .widgets.job_status import JobStatus
 
 SCREEN_NAMES = {
     "report": "Report",
@@ -51,6 +53,8 @@ class SaetuiApp(App[int]):
         "registry": RegistryScreen,
     }
     DEFAULT_MODE = "report"
+    # The engine's long work as the status bar of every screen shows it (None: idle).
+    job_progress: reactive[Progress | None] = reactive(None, always_update=True)
     BINDINGS = [
         Binding("1", "switch_mode('report')", "Report", show=False),
         Binding("2", "switch_mode('feature')", "Feature", show=False),
@@ -68,7 +72,8 @@ class SaetuiApp(App[int]):
         self._engine_ready = asyncio.Event()
         self._load_error: str | None = None
         self.fatal_error: str | None = None
-        self._jobs: list = []
+        # Progress of long work arrives from the worker thread as posted messages.
+        engine.on_progress = self._post_job_progress
         # The user's feature names; a file that cannot be read opens read-only (never overwritten).
         self.registry = Registry.load(registry_path_for(engine))
 
@@ -91,16 +96,15 @@ class SaetuiApp(App[int]):
 
     async def _open_engine(self) -> None:
         try:
-            await self.engine.run(self.engine.open_sae)
+            await self.engine.run(self.engine.read_sae)
             self.sub_title = self.engine.summary_line()
-            await self.engine.open_async(self.progress_callback("loading model"))
+            await self.wait_job(self.engine.start("loading", self.engine.opening))
         except UserError as exc:
             self._load_error = exc.one_line()
             self.fatal_error = self._load_error
             self._engine_ready.set()
             self.exit(return_code=2)
             return
-        self.clear_progress()
         self.sub_title = self.engine.summary_line()
         self._engine_ready.set()
 
@@ -112,6 +116,11 @@ class SaetuiApp(App[int]):
     def is_ready(self) -> bool:
         return self._engine_ready.is_set() and self._load_error is None
 
+    @property
+    def session(self) -> Session:
+        """The open session (screens ask only once `wait_ready()` said yes)."""
+        return self.engine.require_session()
+
     def feature_name(self, feature_id: int) -> str | None:
         """The registry's name for a feature, for showing next to its id anywhere."""
         registry = getattr(self, "registry", None)
@@ -119,46 +128,29 @@ class SaetuiApp(App[int]):
             return None
         return registry.name(feature_id)
 
-    # -- progress of engine jobs ----------------------------------------------------------
+    # -- the engine's long work ------------------------------------------------------------
 
-    def progress_callback(self, label: str):
-        """A callback for the worker thread that shows a job's progress on the current screen."""
-        loop = asyncio.get_running_loop()
+    async def wait_job(self, job: Job):
+        """The result of long work started on the engine (raises what it raised).
 
-        def report(progress: Progress) -> None:
-            loop.call_soon_threadsafe(self._show_progress, progress)
+        Shielded: a screen's task that stops waiting (the app exiting, a newer request)
+        does not cancel work that others may follow; `x` does.
+        """
+        return await asyncio.shield(asyncio.wrap_future(job.future))
 
-        return report
+    def _post_job_progress(self, job: Job, progress: Progress | None) -> None:
+        # Worker thread: post_message is thread-safe.
+        self.post_message(JobProgress(job, progress))
 
-    def _show_progress(self, progress: Progress) -> None:
-        # Reports queued by the worker can arrive after the app has started to exit.
-        if not self.is_running or not self.screen_stack:
-            return
-        for bar in self.screen.query(JobStatus):
-            if bar.is_mounted and bar.children:  # a screen still composing has no label yet
-                bar.show(progress)
-
-    def clear_progress(self) -> None:
-        if not self.is_running or not self.screen_stack:
-            return
-        for bar in self.screen.query(JobStatus):
-            bar.clear()
-
-    def track_job(self, job) -> None:
-        """Let `x` cancel this job while it runs."""
-        self._jobs.append(job)
+    @on(JobProgress)
+    def _job_progress(self, message: JobProgress) -> None:
+        self.job_progress = message.progress
 
     def action_cancel_job(self) -> None:
-        # A job whose last report reached its total has finished.
-        self._jobs = [j for j in self._jobs if not j.cancelled and not (j.last and j.last.total and j.last.done >= j.last.total)]
-        running = list(self._jobs)
-        if not running:
+        if self.engine.cancel_jobs():
+            self.notify("Cancelled")
+        else:
             self.notify("Nothing to cancel")
-            return
-        for job in running:
-            job.cancel()
-        self._jobs.clear()
-        self.notify("Cancelled")
 
     # -- navigation -----------------------------------------------------------------------
 

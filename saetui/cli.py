@@ -123,7 +123,7 @@ def _run_app(args: argparse.Namespace, blas) -> int:
 
     engine = Engine(engine_settings(args))
     # Cheap checks before the first frame, so a bad path fails on the command line.
-    engine.worker.call(engine.open_sae)
+    engine.call(engine.read_sae)
     from .engine.corpus import check_dataset
 
     check_dataset(engine.dataset_name)

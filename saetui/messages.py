@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from .engine.worker import Job, Progress
 
 
 @dataclass
@@ -30,3 +35,11 @@ class EditRegistryEntry(Message):
 
 class RegistryChanged(Message):
     """The feature registry was saved; names shown anywhere may have changed."""
+
+
+@dataclass
+class JobProgress(Message):
+    """Long work on the engine moved on (`progress`), or ended (`progress` None)."""
+
+    job: "Job"
+    progress: "Progress | None"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,54 @@ async def wait_until(pilot, condition, what: str = "condition", tries: int = 400
             return
         await pilot.pause(0.02)
     raise AssertionError(f"{what} never became true")
+
+
+@contextlib.contextmanager
+def opened_engine(**settings: Any):
+    """(engine, session) opened on the given settings (EngineSettings fields); closed after.
+
+    The one way tests open an engine: plain engine functions run with
+    `engine.call(fn, session, ...)`, long work with `engine.call_job(label, fn, session, ...)`.
+    """
+    from saetui.engine.engine import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(**settings))
+    try:
+        session = engine.call(engine.open)
+        yield engine, session
+    finally:
+        engine.close()
+
+
+class OpenedSession:
+    """A test's handle on an opened engine: `s(fn, *args)` runs `fn(session, *args)` on the
+    worker; `s.job(fn, *args)` runs long work there to its result."""
+
+    def __init__(self, engine: Any, session: Any) -> None:
+        self.engine = engine
+        self.session = session
+
+    def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.engine.call(fn, self.session, *args, **kwargs)
+
+    def job(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.engine.call_job(getattr(fn, "__name__", "work"), fn, self.session, *args, **kwargs)
+
+    def on_worker(self, fn: Any, *args: Any) -> Any:
+        """Any function (e.g. a lambda using MLX) on the worker thread."""
+        return self.engine.call(fn, *args)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def open_session(**settings: Any) -> OpenedSession:
+    """An `OpenedSession` on these EngineSettings fields (module-scoped fixtures; close it)."""
+    from saetui.engine.engine import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(**settings))
+    try:
+        return OpenedSession(engine, engine.call(engine.open))
+    except BaseException:
+        engine.close()
+        raise

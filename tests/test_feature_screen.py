@@ -15,7 +15,12 @@ from textual.widgets import OptionList, Static
 from saetui.app import SaetuiApp
 from saetui.engine import index as index_mod
 from saetui.engine.engine import Engine, EngineSettings
-from saetui.engine.index import open_index
+
+
+def _index(app):
+    """The feature index the app's session has open (None before any)."""
+    session = app.engine.session
+    return session.index if session is not None else None
 from saetui.screens.feature import FeatureScreen
 
 # Short lines, so every 32-token window holds at least one of them whole.
@@ -60,7 +65,7 @@ async def open_feature_screen(pilot, app) -> FeatureScreen:
     await pilot.press("2")
     await wait_for(pilot, lambda: isinstance(app.screen, FeatureScreen), "the feature screen")
     screen = app.screen
-    await wait_for(pilot, lambda: screen.page is not None and screen.build_job is None and (open_index(app.engine) or None) is not None and open_index(app.engine).complete, "the index")
+    await wait_for(pilot, lambda: screen.page is not None and screen.build_job is None and (_index(app) or None) is not None and _index(app).complete, "the index")
     await wait_for(pilot, lambda: screen.page.stats is not None and not screen.page.stats.partial, "a complete page")
     return screen
 
@@ -96,7 +101,7 @@ async def test_navigation_keys_and_shading(tiny_setup, monkeypatch):
         assert any("Feature 9999 is out of range" in m and "0 to 255" in m for m in messages)
 
         # Random live feature: one that fires.
-        index = open_index(app.engine)
+        index = _index(app)
         await pilot.press("r")
         await wait_for(pilot, lambda: screen.page.feature_id != 17, "a random feature")
         await show(pilot, screen, screen.feature_id)
@@ -150,7 +155,7 @@ async def test_dead_feature_says_so_and_shows_decoder_facts(tiny_setup):
     app = make_app(tiny_setup)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_feature_screen(pilot, app)
-        index = open_index(app.engine)
+        index = _index(app)
         dead = np.flatnonzero(index.count == 0)
         if dead.size == 0:
             pytest.skip("every feature of the random SAE fires on this corpus")
@@ -166,24 +171,25 @@ async def test_dead_feature_says_so_and_shows_decoder_facts(tiny_setup):
 async def test_partial_label_cancel_and_resume(tiny_setup, monkeypatch):
     """A feature opened mid-build shows what is known, labelled PARTIAL; x cancels; b resumes."""
     gate = threading.Event()
-    real_step = index_mod.IndexBuilder.step
 
-    def slow_step(self, job=None, seconds=None):
-        if self.index is not None and self.index.contexts_done > 0 and not gate.is_set():
-            job.check()  # hold the build after its first batch until the test lets go
-            gate.wait(0.01)
-            return False
-        return real_step(self, job, 0.0)
+    def held_build(session):
+        # The real build, held after its first batch until the test lets go; the idle steps
+        # give the worker back, so page requests are served meanwhile.
+        for progress in index_mod.build_index(session):
+            yield progress
+            while session.index.contexts_done > 0 and not gate.is_set():
+                gate.wait(0.01)
+                yield progress
 
-    monkeypatch.setattr(index_mod.IndexBuilder, "step", slow_step)
     app = make_app(tiny_setup)
     async with app.run_test(size=(80, 24)) as pilot:
         assert await app.wait_ready()
+        app.engine.start("indexing", held_build, app.engine.session)
         await pilot.press("2")
         await wait_for(pilot, lambda: isinstance(app.screen, FeatureScreen), "the feature screen")
         screen = app.screen
         await wait_for(pilot, lambda: "PARTIAL" in title(app), "the partial label")
-        index = open_index(app.engine)
+        index = _index(app)
         assert not index.complete and 0 < index.contexts_done < index.n_contexts
         assert f"{index.tokens_seen:,} of" in title(app)
         assert screen.page.stats.partial
@@ -196,11 +202,11 @@ async def test_partial_label_cancel_and_resume(tiny_setup, monkeypatch):
         await pilot.pause()
         assert any("cancelled" in n.message for n in app._notifications)
         assert "PARTIAL" in title(app)
-        assert not index_mod.index_path(app.engine, 48 * 24, 20).exists()  # nothing finished on disk
+        assert not index_mod.index_path(app.engine.session, 48 * 24, 20).exists()  # nothing finished on disk
 
         gate.set()
         await pilot.press("b")
-        await wait_for(pilot, lambda: open_index(app.engine) is not None and open_index(app.engine).complete, "the resumed build")
+        await wait_for(pilot, lambda: _index(app) is not None and _index(app).complete, "the resumed build")
         await wait_for(pilot, lambda: "PARTIAL" not in title(app) and not screen.page.stats.partial, "the complete page")
         await pilot.press("q")
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from support import write_sae
+from support import open_session, write_sae
 
-from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.errors import UserError
 from saetui.engine.features import (
     check_feature_id,
@@ -45,10 +44,9 @@ def setup(tiny_setup, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(setup):
-    eng = Engine(EngineSettings(sae=setup["sae"], model=setup["model"], dataset=setup["dataset"], context_len=40, max_tokens=40 * 24))
-    eng.worker.call(eng.open)
-    yield eng
-    eng.close()
+    opened = open_session(sae=setup["sae"], model=setup["model"], dataset=setup["dataset"], context_len=40, max_tokens=40 * 24)
+    yield opened
+    opened.close()
 
 
 def model_weights(setup) -> dict[str, np.ndarray]:
@@ -63,12 +61,12 @@ def test_logit_effects_match_numpy(engine, setup):
     logits = unembed @ (direction * gain)
     vocab = len(json.loads((Path(setup["model"]) / "tokenizer.json").read_text())["model"]["vocab"])
     logits = logits[:vocab]
-    effects = logit_effects(engine, 12)
+    effects = engine(logit_effects, 12)
     assert [e.token_id for e in effects.promoted] == list(np.argsort(-logits, kind="stable")[:10])
     assert [e.token_id for e in effects.suppressed] == list(np.argsort(logits, kind="stable")[:10])
     np.testing.assert_allclose([e.value for e in effects.promoted], np.sort(logits)[::-1][:10], rtol=1e-4)
     assert "unembedding" in effects.how and "norm" in effects.how
-    tokenizer = engine.runner.tokenizer
+    tokenizer = engine.session.tokenizer
     assert effects.promoted[0].token == tokenizer.decode([effects.promoted[0].token_id])
 
 
@@ -77,7 +75,7 @@ def test_nearest_features_match_numpy(engine, setup):
     unit = dec / np.linalg.norm(dec, axis=1, keepdims=True)
     cos = unit @ unit[30]
     cos[30] = -np.inf
-    got = nearest_features(engine, 30)
+    got = engine(nearest_features, 30)
     assert [n.feature_id for n in got] == list(np.argsort(-cos, kind="stable")[:10])
     np.testing.assert_allclose([n.cosine for n in got], np.sort(cos)[::-1][:10], rtol=1e-4)
     assert all(n.feature_id != 30 for n in got)
@@ -89,18 +87,18 @@ def test_nearest_features_match_numpy(engine, setup):
 )
 def test_bad_feature_ids(engine, value, message):
     with pytest.raises(UserError, match=message) as info:
-        check_feature_id(engine, value)
+        check_feature_id(engine.session.d_sae, value)
     assert "0 to 255" in str(info.value)
 
 
 def test_good_feature_ids(engine):
-    assert check_feature_id(engine, " 12 ") == 12
-    assert check_feature_id(engine, 255) == 255
+    assert check_feature_id(engine.session.d_sae, " 12 ") == 12
+    assert check_feature_id(engine.session.d_sae, 255) == 255
 
 
 def test_dead_feature_page_still_has_decoder_facts(engine):
-    index = build_index(engine)
-    page = feature_page(engine, DEAD, index)
+    index = engine.job(build_index)
+    page = engine(feature_page, DEAD)
     assert page.stats is not None and page.stats.count == 0 and not page.stats.fires
     assert page.top == [] and page.samples == []
     assert len(page.logits.promoted) == 10 and len(page.neighbours) == 10
@@ -108,27 +106,31 @@ def test_dead_feature_page_still_has_decoder_facts(engine):
 
 
 def test_page_contexts_show_their_window_tokens(engine):
-    index = build_index(engine)
+    index = engine.job(build_index)
     live = index.live_features()
     f = int(live[np.argmax(index.count[live])])
-    page = feature_page(engine, f, index, n_top=5)
+    page = engine(feature_page, f, n_top=5)
     assert len(page.top) == min(5, len(index.feature(f).top))
-    tokenizer = engine.runner.tokenizer
+    tokenizer = engine.session.tokenizer
     for shown in page.top:
         e = shown.example
         assert len(shown.tokens) == len(e.window_tokens)
         assert "".join(shown.tokens) in shown.text
         assert shown.text == tokenizer.decode([int(i) for i in index.contexts[e.context_id, 1:]])
     # Without an index, the decoder facts alone.
-    bare = feature_page(engine, f, None)
+    engine.session.index = None
+    try:
+        bare = engine(feature_page, f)
+    finally:
+        engine.session.index = index
     assert bare.stats is None and bare.logits.promoted
 
 
 def _numpy_features(engine, setup, ids):
     w = setup["weights"]
-    bos = engine.runner.tokenizer.bos_token_id
+    bos = engine.session.tokenizer.bos_token_id
     context = mx.array([[bos] + list(ids)])
-    x = engine.worker.call(lambda: np.array(engine.runner.activations(context, engine.hook).astype(mx.float32)))[0, 1:]
+    x = engine.on_worker(lambda: np.array(engine.session.runner.activations(context, engine.session.hook).astype(mx.float32)))[0, 1:]
     pre = np.maximum(x @ w["encoder.weight"].T + w["encoder.bias"], 0.0)
     kth = np.sort(pre, axis=-1)[:, -8][:, None]
     return np.where(pre >= kth, pre, 0.0)
@@ -142,22 +144,22 @@ def test_get_top_activating_features(engine, setup):
     peak = _numpy_features(engine, setup, ids).max(axis=0)
     live = [f for f in range(peak.size) if peak[f] > 0]
     expected = sorted(live, key=lambda f: (-peak[f], f))[:5]
-    got = get_top_activating_features(engine, text, top_k=5)
+    got = engine(get_top_activating_features, text, top_k=5)
     assert [f for f, _ in got] == expected
     np.testing.assert_allclose([a for _, a in got], peak[expected], rtol=1e-4)
     with pytest.raises(UserError):
-        get_top_activating_features(engine, text, top_k=0)
+        engine(get_top_activating_features, text, top_k=0)
 
 
 def test_get_top_activating_texts(engine):
-    index = build_index(engine)
+    index = engine.job(build_index)
     live = index.live_features()
     f = int(live[0])
-    got = get_top_activating_texts(engine, f, top_k=3)
+    got = engine(get_top_activating_texts, f, top_k=3)
     top = index.feature(f).top[:3]
     assert [(a, p) for _, a, p in got] == [(e.activation, e.position) for e in top]
-    tokenizer = engine.runner.tokenizer
+    tokenizer = engine.session.tokenizer
     for (text, _, _), e in zip(got, top):
         assert text == tokenizer.decode([int(i) for i in index.contexts[e.context_id, 1:]])
     with pytest.raises(UserError, match="out of range"):
-        get_top_activating_texts(engine, 256)
+        engine(get_top_activating_texts, 256)

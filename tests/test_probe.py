@@ -9,14 +9,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from saetui.engine.engine import Engine, EngineSettings
+from support import open_session
+
 from saetui.engine.probe import probe_text
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_setup):
-    eng = Engine(EngineSettings(sae=tiny_setup["sae"], model=tiny_setup["model"], dataset=tiny_setup["dataset"], context_len=16))
-    eng.worker.call(eng.open)
+    eng = open_session(sae=tiny_setup["sae"], model=tiny_setup["model"], dataset=tiny_setup["dataset"], context_len=16)
     yield eng
     eng.close()
 
@@ -25,9 +25,9 @@ def _numpy_features(engine, tiny_setup, ids):
     """Hook activations -> ReLU(x W_enc^T + b) -> keep each token's k largest, in numpy."""
     weights = {k: np.array(v) for k, v in mx.load(str(Path(tiny_setup["sae"]) / "weights.safetensors")).items()}
     k = json.loads((Path(tiny_setup["sae"]) / "config.json").read_text())["k"]
-    bos = engine.runner.tokenizer.bos_token_id
-    context = mx.array([[bos] + list(ids)[: engine.context_len - 1]])
-    x = engine.worker.call(lambda: np.array(engine.runner.activations(context, engine.hook).astype(mx.float32)))[0, 1:]
+    bos = engine.session.tokenizer.bos_token_id
+    context = mx.array([[bos] + list(ids)[: engine.session.context_len - 1]])
+    x = engine.on_worker(lambda: np.array(engine.session.runner.activations(context, engine.session.hook).astype(mx.float32)))[0, 1:]
     pre = np.maximum(x @ weights["encoder.weight"].T + weights["encoder.bias"], 0.0)
     kth = np.sort(pre, axis=-1)[:, -k][:, None]
     return np.where(pre >= kth, pre, 0.0)
@@ -41,7 +41,7 @@ def _reference_ids(tiny_setup, text):
 
 def test_probe_matches_numpy(engine, tiny_setup):
     text = "The cat sat on the mat."
-    result = probe_text(engine, text)
+    result = engine(probe_text, text)
     ids = _reference_ids(tiny_setup, text)
     assert result.token_ids == ids
     assert "".join(result.tokens) == text
@@ -69,19 +69,19 @@ def test_probe_extra_feature_gets_a_column(engine, tiny_setup):
     ids = _reference_ids(tiny_setup, text)
     feats = _numpy_features(engine, tiny_setup, ids)
     quiet = int(np.argmin(feats.max(axis=0)))  # a feature that fires least (likely never) here
-    result = probe_text(engine, text, features=[quiet], text_top=3)
+    result = engine(probe_text, text, features=[quiet], text_top=3)
     assert len(result.top_features) == 3
     assert result.has_feature(quiet)
     np.testing.assert_allclose(result.activations_of(quiet), feats[:, quiet], rtol=1e-4, atol=1e-5)
     # An out-of-range id is ignored rather than crashing.
-    assert not probe_text(engine, text, features=[10**9]).has_feature(10**9)
+    assert not engine(probe_text, text, features=[10**9]).has_feature(10**9)
 
 
 def test_probe_truncates_to_the_context(engine, tiny_setup):
     text = "The red fox and the blue bird. " * 10
     ids = _reference_ids(tiny_setup, text)
-    result = probe_text(engine, text)
-    limit = engine.context_len - 1  # BOS takes one position
+    result = engine(probe_text, text)
+    limit = engine.session.context_len - 1  # BOS takes one position
     assert len(ids) > limit
     assert result.n_tokens == limit == result.context_limit
     assert result.token_ids == ids[:limit]
@@ -90,13 +90,13 @@ def test_probe_truncates_to_the_context(engine, tiny_setup):
 
 
 def test_probe_empty_and_odd_text(engine):
-    empty = probe_text(engine, "")
+    empty = engine(probe_text, "")
     assert empty.n_tokens == 0 and empty.top_features == [] and not empty.truncated
-    spaces = probe_text(engine, "   \n\t ")
+    spaces = engine(probe_text, "   \n\t ")
     assert spaces.n_tokens > 0 and "".join(spaces.tokens) == "   \n\t "
     # Emoji and CJK are split across byte-level tokens: every token still has a string and
     # the whole characters come back once complete.
-    odd = probe_text(engine, "é🙂猫\x1b[31m")
+    odd = engine(probe_text, "é🙂猫\x1b[31m")
     assert not odd.truncated
     assert odd.n_tokens == len(odd.tokens) == len(odd.token_top)
     joined = "".join(odd.tokens)

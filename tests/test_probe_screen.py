@@ -49,7 +49,7 @@ async def test_typing_shows_tokens_and_top_features(tiny_setup, tmp_path):
         assert isinstance(app.focused, ProbeInput)  # typing works straight away
         await pilot.press(*"The cat sat")
         await wait_until(pilot, lambda: screen.result is not None and screen.result.text == "The cat sat", "result for the typed text")
-        expected = await app.engine.run(probe_text, app.engine, "The cat sat")
+        expected = await app.engine.run(probe_text, app.engine.session, "The cat sat")
         assert screen.result.tokens == expected.tokens
         shown = _tokens_shown(screen)
         assert shown == "".join(t + probe_screen.SEPARATOR for t in expected.tokens)

@@ -193,7 +193,7 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
     app = _app(tiny_setup, path)
     async with app.run_test(size=(80, 24)) as pilot:
         assert await app.wait_ready()
-        index = await app.engine.run(build_index, app.engine, 2048)
+        index = await app.wait_job(app.engine.start("indexing", build_index, app.engine.session, 2048))
         stats = [index.feature(int(f)) for f in index.live_features()]
         busiest = max(stats, key=lambda s: (s.count, -s.feature_id))
         fid = busiest.feature_id
@@ -204,7 +204,7 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         assert _rows(screen)[0][3] == f"{100 * expected_density:.3g}%"
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
-        tokenizer = app.engine.runner.tokenizer
+        tokenizer = app.engine.session.tokenizer
         expected = [" ".join(tokenizer.decode(e.window_tokens.tolist()).split())[:120] for e in busiest.top[:5]]
         assert app.screen.query_one("#edit-examples", TextArea).text == "\n".join(expected)
         await pilot.press("ctrl+s")

@@ -96,7 +96,8 @@ async def test_definitions_export_and_recompute_keys(setup):
 
 async def test_a_cached_report_shows_at_once_with_registry_names_and_enter_opens_a_feature(setup):
     engine = make_engine(setup)
-    first = engine.worker.call(lambda: evaluate(engine, 256, registry={}))
+    session = engine.call(engine.open)
+    first = engine.call_job("evaluating", evaluate, session, 256, registry={})
     engine.close()
     top = first.data["feature_density"]["densest"][0]["feature"]
     # Names are data: markup in them is shown literally.
@@ -126,7 +127,7 @@ async def test_cancelling_leaves_nothing_cached(setup):
     app = SaetuiApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await app.wait_ready()
-        runner = engine.runner
+        runner = engine.session.runner
         real = runner.logits_and_activations
 
         def held(*args, **kwargs):
@@ -143,7 +144,7 @@ async def test_cancelling_leaves_nothing_cached(setup):
         assert screen.report is None
         assert "cancelled" in plain(screen.query_one("#report-score")).lower()
         runner.logits_and_activations = real
-        assert await engine.run(lambda: cached_report(engine, 256, {})) is None
+        assert await engine.run(cached_report, engine.session, 256, {}) is None
 
 
 async def test_a_bad_dataset_is_a_notification_not_a_crash(setup, tmp_path):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from saetui.cli import main
-from saetui.engine.engine import Engine, EngineSettings
+from support import open_session
+
 from saetui.engine.features import get_top_activating_features, get_top_activating_texts
 from saetui.engine.index import build_index
 
@@ -37,19 +38,18 @@ def one_line_error(code, err, *needles):
 
 @pytest.fixture(scope="module")
 def engine(tiny_setup):
-    eng = Engine(EngineSettings(sae=tiny_setup["sae"], dataset=tiny_setup["dataset"], context_len=int(CONTEXT), max_tokens=int(BUDGET)))
-    eng.worker.call(eng.open)
+    eng = open_session(sae=tiny_setup["sae"], dataset=tiny_setup["dataset"], context_len=int(CONTEXT), max_tokens=int(BUDGET))
     yield eng
     eng.close()
 
 
 def test_top_texts_json_matches_the_api_and_uses_the_cache(capsys, tiny_setup, engine):
-    index = build_index(engine)  # the API's index, in this test's cache folder
+    index = engine.job(build_index)  # the API's index, in this test's cache folder
     fid = int(index.live_features()[0])
     code, out, err = run(capsys, "top-texts", *common(tiny_setup, str(fid)), "--max-tokens", BUDGET, "--top-k", "4", "--json")
     assert code == 0, err
     data = json.loads(out)
-    expected = get_top_activating_texts(engine, fid, 4, index)
+    expected = engine(get_top_activating_texts, fid, 4, index)
     assert data["feature_id"] == fid and data["budget"] == int(BUDGET)
     assert [(r["text"], r["activation"], r["token_position"]) for r in data["results"]] == [(t, a, p) for t, a, p in expected]
     assert data["count"] == index.feature(fid).count and data["max_activation"] == index.feature(fid).max_activation
@@ -77,7 +77,7 @@ def test_top_features_human_and_json(capsys, tiny_setup, engine):
     code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5", "--json")
     assert code == 0, err
     data = json.loads(out)
-    expected = get_top_activating_features(engine, text, 5)
+    expected = engine(get_top_activating_features, text, 5)
     assert [(f["feature_id"], f["activation"]) for f in data["features"]] == expected
     code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5")
     assert code == 0

@@ -35,21 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, engine) -> int:
     from ..engine.errors import UserError
     from ..engine.evaluate import evaluate, write_report_json
-    from ..engine.worker import Job
 
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UserError(f"--max-tokens {args.max_tokens} leaves nothing to evaluate", "Pass a positive number of tokens")
     err = Console(stderr=True, highlight=False)
     progress = _ProgressLine(err)
-    job = Job("evaluating", progress)
     try:
-        engine.worker.call(engine.open, Job("loading", progress))
-        report = engine.worker.call(evaluate, engine, args.max_tokens, job, not args.no_cache)
+        session = engine.call_job("loading", engine.opening, on_progress=progress)
+        report = engine.call_job("evaluating", evaluate, session, args.max_tokens, not args.no_cache, on_progress=progress)
     finally:
         progress.done()
     out = Console(highlight=False)
     out.print(render_report(report.data, cached=report.from_cache))
-    path = write_report_json(report, engine, args.json)
+    path = write_report_json(report, session, args.json)
     out.print(Text.assemble(("JSON report: ", "bold"), visible(str(path))), soft_wrap=True)
     return 0
 

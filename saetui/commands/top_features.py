@@ -12,7 +12,6 @@ import json
 import sys
 
 from ..engine.errors import UserError
-from ..engine.worker import Job
 from ..ui.safe_text import visible
 from .top_texts import feature_names, print_notes
 
@@ -28,11 +27,11 @@ def run(args: argparse.Namespace, engine) -> int:
         raise UserError(f"--top-k {args.top_k} is too small", "Ask for at least 1 feature")
     if not args.text.strip():
         raise UserError("The text is empty", "Pass some text to analyse, e.g. saetui top-features \"Paris is in France\"")
-    engine.worker.call(engine.open, Job("loading"))
+    session = engine.call_job("loading", engine.opening)
     from ..engine.probe import probe_text
 
     # What get_top_activating_features returns, plus the token count and truncation notice.
-    result = engine.worker.call(probe_text, engine, args.text, (), args.top_k)
+    result = engine.call(probe_text, session, args.text, (), args.top_k)
     top = [(h.feature_id, h.max_activation) for h in result.top_features[: args.top_k]]
     names = feature_names(engine)
     notes = [result.notice] if result.notice else []

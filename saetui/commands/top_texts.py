@@ -13,10 +13,9 @@ import sys
 import time
 from typing import Any
 
-from ..engine.errors import Cancelled
 from ..engine.features import check_feature_id, show_context
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
-from ..engine.worker import Job, Progress
+from ..engine.worker import Progress
 from ..ui.safe_text import visible
 
 
@@ -75,29 +74,20 @@ class StderrProgress:
 
 def run(args: argparse.Namespace, engine) -> int:
     tier_for(args.top_k)  # 1..100, or a one-line error before any work
-    engine.worker.call(engine.open, Job("loading"))
-    fid = check_feature_id(engine, args.feature)
+    session = engine.call_job("loading", engine.opening)
+    fid = check_feature_id(session.d_sae, args.feature)
     progress = StderrProgress()
     notes: list[str] = []
     started = time.perf_counter()
-    job = Job("indexing", progress)
-    pending = engine.worker.submit(build_index, engine, default_budget(engine), args.top_k, job, None, notes)
     try:
-        index = pending.result()
-    except KeyboardInterrupt:
-        # Stop the build at the next batch; it checkpoints, and the next run resumes it.
-        job.cancel()
-        try:
-            pending.result()
-        except Cancelled:
-            pass
-        raise
+        # Ctrl-C stops the build at the next batch; it checkpoints, and the next run resumes it.
+        index = engine.call_job("indexing", build_index, session, default_budget(session), args.top_k, None, notes, on_progress=progress)
     finally:
         progress.close()
     built = progress.shown
     print_notes(notes)
     stats = index.feature(fid)
-    shown = [engine.worker.call(show_context, engine, index, e) for e in stats.top[: args.top_k]]
+    shown = engine.call(lambda: [show_context(session, index, e) for e in stats.top[: args.top_k]])
     name = feature_names(engine).get(fid)
     source = f"built in {time.perf_counter() - started:.1f}s" if built else "cached"
     if args.json:

@@ -1,32 +1,35 @@
-"""The engine: one SAE on one model's hook, a corpus, and the worker thread they run on.
+"""The engine: the user's settings, the worker thread, and the Session it opens.
 
-Screens and commands hold an `Engine` and await its methods; every method that touches
-MLX runs on `Engine.worker`. Opening is staged so the app can paint first: settings
-are resolved, then the SAE is read (fast), then the model (slow), then the hook is
-checked against the SAE and, for a BatchTopK SAE, its per-token threshold is
-calibrated (or read from the cache).
+Screens and commands hold an `Engine`. Everything that touches MLX runs on its one
+worker thread: the UI enters with `await engine.run(fn, session, ...)`, the command
+line with `engine.call(fn, session, ...)`, and long work (opening, evaluation, the
+index build) is a generator started with `engine.start(...)`, which the worker
+advances, reports and cancels (`engine.cancel_jobs()`, the app's `x`).
+
+Opening is staged so the app can paint first: `read_sae()` (fast, also the command
+line's up-front check), then `opening()`, which loads the model, checks the hook
+against the SAE's width, calibrates a BatchTopK threshold (or reads it from the
+cache) and returns the `Session`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import mlx.core as mx
-import numpy as np
+from typing import Any, Callable, Generator, TypeVar
 
 from . import cache
-from .corpus import DEFAULT_CONTEXT_LEN, DEFAULT_DATASET, Corpus, load_texts, tokenize_corpus
+from .corpus import DEFAULT_DATASET
 from .errors import UserError
 from .model import DEMO_MODEL_NAME, Hook, ModelRunner, canonical_component, load_model
 from .sae import BATCH_TOPK, MlxterpSAE, SparseAutoencoder, ThresholdCalibrator, load_sae
-from .worker import EngineWorker, Job, ProgressCallback
+from .session import THRESHOLD_BATCH, THRESHOLD_CALIBRATED, Session, model_context_len, summary_line
+from .worker import EngineWorker, Job, LongWork, Progress, ProgressListener, drive
+
+__all__ = ["Engine", "EngineSettings", "THRESHOLD_BATCH", "THRESHOLD_CALIBRATED"]
 
 CALIBRATION_TOKENS = 16_384
-THRESHOLD_CALIBRATED = "calibrated"
-THRESHOLD_BATCH = "batch"
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,116 +50,92 @@ class EngineSettings:
     threshold_mode: str = THRESHOLD_CALIBRATED
     debug: bool = False
 
-
-@dataclass
-class OpenState:
-    """What has been opened so far, for the header and the report."""
-
-    sae_loaded: bool = False
-    model_loaded: bool = False
-    ready: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-class Engine:
-    def __init__(self, settings: EngineSettings | None = None, worker: EngineWorker | None = None) -> None:
-        self.settings = settings or EngineSettings()
-        self.worker = worker or EngineWorker()
-        self.sae: SparseAutoencoder | None = None
-        self.runner: ModelRunner | None = None
-        self.hook: Hook | None = None
-        self.state = OpenState()
-        self._texts: list[str] | None = None
-        self._corpora: dict[int | None, Corpus] = {}
-
-    # -- what is open --------------------------------------------------------------------
-
     @property
     def is_demo(self) -> bool:
-        return self.settings.sae is None
+        return self.sae is None
 
     @property
     def sae_path(self) -> Path:
-        if self.settings.sae is None:
+        if self.sae is None:
             from ..demo import demo_sae_path
 
             return demo_sae_path()
-        return Path(self.settings.sae).expanduser()
-
-    @property
-    def model_name(self) -> str | None:
-        if self.settings.model:
-            return self.settings.model
-        if self.sae is not None and self.sae.metadata.model_name:
-            return self.sae.metadata.model_name
-        return DEMO_MODEL_NAME if self.is_demo else None
+        return Path(self.sae).expanduser()
 
     @property
     def dataset_name(self) -> str:
-        if self.settings.dataset:
-            return self.settings.dataset
+        if self.dataset:
+            return self.dataset
         if self.is_demo:
             from ..demo import demo_corpus_path
 
             return str(demo_corpus_path())
         return DEFAULT_DATASET
 
-    @property
-    def context_len(self) -> int:
-        if self.settings.context_len:
-            return int(self.settings.context_len)
-        limit = None
-        if self.runner is not None:
-            limit = getattr(getattr(self.runner.model, "args", None), "max_position_embeddings", None)
-        return int(min(DEFAULT_CONTEXT_LEN, limit)) if limit else DEFAULT_CONTEXT_LEN
+
+class Engine:
+    """Settings, the worker, and (once opened) the Session."""
+
+    def __init__(self, settings: EngineSettings | None = None, worker: EngineWorker | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self.worker = worker or EngineWorker()
+        self.session: Session | None = None
+        # Where long work reports progress when its starter names no listener (the app sets it).
+        self.on_progress: ProgressListener | None = None
+        self._sae: SparseAutoencoder | None = None
+
+    @classmethod
+    def for_session(cls, session: Session) -> "Engine":
+        """An engine already open on a ready session (benchmark, tests)."""
+        engine = cls(session.settings)
+        engine.session = session
+        engine._sae = session.sae
+        return engine
+
+    # -- what the settings name ---------------------------------------------------------------
 
     @property
-    def threshold_mode(self) -> str | None:
-        """How BatchTopK features were computed (None for TopK SAEs)."""
-        if self.sae is None or self.sae.kind != BATCH_TOPK:
-            return None
-        return self.settings.threshold_mode
+    def is_demo(self) -> bool:
+        return self.settings.is_demo
 
-    def describe(self) -> dict[str, Any]:
-        """The header's summary: class, widths, k, hook, model."""
-        sae = self.sae
-        out: dict[str, Any] = {"sae": str(self.sae_path) if not self.is_demo else "demo"}
-        if sae is not None:
-            md = sae.metadata
-            layer = self.settings.layer if self.settings.layer is not None else md.layer
-            comp = self.settings.component or md.component
-            out.update(
-                kind=sae.kind,
-                d_model=sae.d_model,
-                d_sae=sae.d_sae,
-                k=sae.k,
-                layer=layer,
-                component=comp,
-                model=self.model_name,
-                threshold=getattr(sae, "threshold", None),
-                threshold_mode=self.threshold_mode,
-            )
-        return out
+    @property
+    def sae_path(self) -> Path:
+        return self.settings.sae_path
+
+    @property
+    def dataset_name(self) -> str:
+        return self.settings.dataset_name
+
+    @property
+    def sae(self) -> SparseAutoencoder | None:
+        """The SAE once read (before the model is loaded), for the header."""
+        return self.session.sae if self.session is not None else self._sae
+
+    @property
+    def model_name(self) -> str | None:
+        if self.settings.model:
+            return self.settings.model
+        if self._sae is not None and self._sae.metadata.model_name:
+            return self._sae.metadata.model_name
+        return DEMO_MODEL_NAME if self.is_demo else None
 
     def summary_line(self) -> str:
-        d = self.describe()
-        if "kind" not in d:
+        if self.session is not None:
+            return self.session.summary_line()
+        if self._sae is None:
             return "loading SAE..."
-        hook = f"L{d['layer']}/{d['component']}"
-        model = "demo model" if self.is_demo else (d["model"] or "model ?")
-        line = f"{d['kind']} {d['d_model']}->{d['d_sae']} k={d['k']} | {hook} | {model}"
-        if d.get("threshold_mode") == THRESHOLD_CALIBRATED and d.get("threshold") is not None:
-            line += f" | threshold {d['threshold']:.4g}"
-        return line
+        md = self._sae.metadata
+        layer = self.settings.layer if self.settings.layer is not None else md.layer
+        component = self.settings.component or md.component
+        return summary_line(self._sae, layer, component, "demo model" if self.is_demo else self.model_name, None)
 
-    # -- opening (worker thread) -----------------------------------------------------------
+    # -- opening (worker thread) ----------------------------------------------------------------
 
-    def open_sae(self) -> SparseAutoencoder:
-        """Read the SAE and check the flags that need no model."""
-        if self.sae is None:
-            self.sae = load_sae(self.sae_path)
-            self.state.sae_loaded = True
-        md = self.sae.metadata
+    def read_sae(self) -> SparseAutoencoder:
+        """Read the SAE and check what needs no model (cheap; the command line's first check)."""
+        if self._sae is None:
+            self._sae = load_sae(self.sae_path)
+        md = self._sae.metadata
         component = self.settings.component or md.component
         if component is None:
             raise UserError(f"{self.sae_path} names no component in its metadata", "Pass --component mlp, attn or resid")
@@ -165,127 +144,123 @@ class Engine:
             raise UserError(f"{self.sae_path} names no layer in its metadata", "Pass --layer N")
         if self.model_name is None:
             raise UserError(f"{self.sae_path} names no model in its metadata", "Pass --model with a local mlx-lm model directory or a Hugging Face id")
-        return self.sae
+        return self._sae
 
-    def open_model(self) -> ModelRunner:
-        """Load the model and check the hook against the SAE."""
-        sae = self.open_sae()
-        if self.runner is None:
-            self.runner = load_model(self.model_name, allow_download=self.settings.download)
-            self.state.model_loaded = True
+    def opening(self) -> LongWork[Session]:
+        """Open the session: SAE, model, hook, BatchTopK calibration (long work)."""
+        if self.session is not None:
+            return self.session
+        yield Progress("loading the SAE", 0, 3, "steps")
+        sae = self.read_sae()
+        yield Progress("loading the model", 1, 3, "steps")
+        runner = load_model(self.model_name, allow_download=self.settings.download)
         md = sae.metadata
         layer = self.settings.layer if self.settings.layer is not None else md.layer
-        component = self.settings.component or md.component
-        self.hook = self.runner.check_hook(layer, component)
-        width = self.runner.hook_width(self.hook)
-        if width != sae.d_model:
-            raise UserError(
-                f"The SAE expects d_model={sae.d_model} but {self.model_name} gives width {width} at {self.hook}",
-                "Pass the --model, --layer and --component the SAE was trained on",
-            )
-        return self.runner
-
-    def open(self, job: Job | None = None) -> None:
-        """Everything up to ready: SAE, model, hook, and BatchTopK calibration."""
-        job = job or Job("opening")
-        job.report(0, 3, "steps", force=True)
-        self.open_sae()
-        job.report(1, 3, "steps", force=True)
-        self.open_model()
-        job.report(2, 3, "steps", force=True)
-        if self.sae.kind == BATCH_TOPK and self.settings.threshold_mode == THRESHOLD_CALIBRATED:
-            self.calibrate_threshold(job)
-        job.report(3, 3, "steps", force=True)
-        self.state.ready = True
-
-    async def open_async(self, on_progress: ProgressCallback | None = None) -> None:
-        await self.worker.run(self.open, Job("loading", on_progress))
-
-    # -- corpus and activations (worker thread) ------------------------------------------
-
-    def texts(self) -> list[str]:
-        if self._texts is None:
-            self._texts = load_texts(self.dataset_name, self.settings.text_column, self.settings.download)
-        return self._texts
-
-    def corpus(self, max_tokens: int | None = None) -> Corpus:
-        """The dataset cut into contexts, up to `max_tokens` (default: the settings')."""
-        budget = max_tokens if max_tokens is not None else self.settings.max_tokens
-        if budget not in self._corpora:
-            self.open_model()
-            self._corpora[budget] = tokenize_corpus(
-                self.texts(), self.runner.tokenizer, self.context_len, budget, name=self.dataset_name
-            )
-        return self._corpora[budget]
-
-    def iter_activations(self, corpus: Corpus, job: Job | None = None, batch_size: int | None = None) -> Iterator[tuple[int, np.ndarray, mx.array]]:
-        """(first context index, tokens (b, L), activations (b, L, d)) per batch, with progress."""
-        self.open_model()
-        batch_size = batch_size or self.settings.batch_size
-        done = 0
-        for start in range(0, corpus.n_contexts, batch_size):
-            if job is not None:
-                job.check()
-            tokens = corpus.contexts[start : start + batch_size]
-            acts = self.runner.activations(mx.array(tokens), self.hook).astype(mx.float32)
-            yield start, tokens, acts
-            done += tokens.size
-            if job is not None:
-                job.report(done, corpus.n_tokens, "tokens")
-
-    def encode(self, acts: mx.array) -> mx.array:
-        """Features for activations in the engine's mode (per-token unless mode is batch)."""
-        return self.sae.encode(acts, batch=self.threshold_mode == THRESHOLD_BATCH)
-
-    def cache_parts(self, **extra: Any) -> dict[str, Any]:
-        """What a cached result for this SAE, model, hook and dataset depends on."""
-        dataset = self.dataset_name
-        stamp: Any = None
-        p = Path(dataset)
-        if p.exists():
-            st = p.stat()
-            stamp = [str(p.resolve()), st.st_size, int(st.st_mtime)]
-        return dict(
-            sae=self.sae.content_hash,
-            model=self.model_name,
-            model_path=str(self.runner.path) if self.runner and self.runner.path else None,
-            hook=[self.hook.layer, self.hook.component] if self.hook else None,
-            dataset=dataset,
-            dataset_stamp=stamp,
-            text_column=self.settings.text_column,
-            context_len=self.context_len,
-            threshold_mode=self.threshold_mode,
-            threshold=getattr(self.sae, "threshold", None),
-            **extra,
+        hook = runner.check_hook(layer, self.settings.component or md.component)
+        yield Progress("checking the hook", 2, 3, "steps")
+        check_width(runner, hook, sae, self.model_name)
+        session = Session(
+            settings=self.settings,
+            sae=sae,
+            runner=runner,
+            hook=hook,
+            model_name=str(self.model_name),
+            dataset_name=self.dataset_name,
+            sae_path=self.sae_path,
+            is_demo=self.is_demo,
+            context_len=model_context_len(runner, self.settings.context_len),
+            threshold_mode=self.settings.threshold_mode if sae.kind == BATCH_TOPK else None,
         )
+        if session.threshold_mode == THRESHOLD_CALIBRATED:
+            yield from calibrate_threshold(session)
+        yield Progress("ready", 3, 3, "steps")
+        self.session = session
+        return session
 
-    def calibrate_threshold(self, job: Job | None = None) -> float:
-        """BatchTopK: the global threshold giving mean L0 = k on the dataset (cached)."""
-        sae = self.sae
-        assert isinstance(sae, MlxterpSAE)
-        self.open_model()
-        parts = self.cache_parts(purpose="threshold", tokens=CALIBRATION_TOKENS)
-        parts.pop("threshold")
-        path = cache.cache_path("threshold", cache.cache_key(**parts), ".json")
-        cached = cache.read_json(path)
-        if isinstance(cached, dict) and isinstance(cached.get("threshold"), (int, float)):
-            sae.threshold = float(cached["threshold"])
-            return sae.threshold
-        corpus = self.corpus(max(CALIBRATION_TOKENS, self.context_len))
-        first = corpus.first_position
-        calibrator = ThresholdCalibrator(sae, corpus.n_contexts * (corpus.context_len - first))
-        sub = Job("calibrating threshold", getattr(job, "_on_progress", None)) if job else None
-        for _, _, acts in self.iter_activations(corpus, sub):
-            calibrator.add(acts[:, first:, :])
-        sae.threshold = calibrator.threshold()
-        cache.atomic_write_json(path, {"threshold": sae.threshold, "tokens": calibrator.n_tokens, "k": sae.k})
-        return sae.threshold
+    def open(self, on_progress: Callable[[Progress], None] | None = None) -> Session:
+        """Open on this thread (the worker's, or a test's): the command line's `call(engine.open)`."""
+        return drive(self.opening(), on_progress)
 
-    # -- helpers for screens -------------------------------------------------------------
+    def require_session(self) -> Session:
+        if self.session is None:
+            raise UserError("The model is still loading", "Wait for it to load, then try again")
+        return self.session
 
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Await any engine function on the worker thread."""
+    # -- the ways onto the worker -----------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Await a plain engine function on the worker thread (the UI's way in)."""
         return await self.worker.run(fn, *args, **kwargs)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a plain engine function on the worker and wait (the command line's way in)."""
+        return self.worker.call(fn, *args, **kwargs)
+
+    def start(self, label: str, fn: Callable[..., Generator[Progress, None, T]], *args: Any, listener: ProgressListener | None = None, **kwargs: Any) -> Job:
+        """Start long work on the worker; progress goes to `listener` or `on_progress`."""
+        return self.worker.start(label, fn, *args, listener=listener or self.on_progress, **kwargs)
+
+    def call_job(self, label: str, fn: Callable[..., Generator[Progress, None, T]], *args: Any, on_progress: Callable[[Progress], None] | None = None, **kwargs: Any) -> T:
+        """Long work from the command line: start it and wait for its result."""
+
+        def listener(job: Job, progress: Progress | None) -> None:
+            if progress is not None and on_progress is not None:
+                on_progress(progress)
+
+        job = self.worker.start(label, fn, *args, listener=listener, **kwargs)
+        try:
+            return job.result()
+        except KeyboardInterrupt:
+            # Let the work close (an index build checkpoints) before the interrupt goes on.
+            job.cancel()
+            self.worker.cancel_jobs()
+            try:
+                job.future.exception(timeout=60)
+            except Exception:  # noqa: BLE001 - only waiting for it to end
+                pass
+            raise
+
+    def find_job(self, label: str) -> Job | None:
+        """Long work with this label still running or waiting (to follow it, not start it again)."""
+        return self.worker.find_job(label)
+
+    def cancel_jobs(self) -> int:
+        return self.worker.cancel_jobs()
 
     def close(self) -> None:
         self.worker.shutdown()
+
+
+def check_width(runner: ModelRunner, hook: Hook, sae: SparseAutoencoder, model_name: Any) -> None:
+    """The SAE's d_model against the activation width at the hook (one one-token pass, at open)."""
+    width = runner.hook_width(hook)
+    if width != sae.d_model:
+        raise UserError(
+            f"The SAE expects d_model={sae.d_model} but {model_name} gives width {width} at {hook}",
+            "Pass the --model, --layer and --component the SAE was trained on",
+        )
+
+
+def calibrate_threshold(session: Session) -> LongWork[float]:
+    """BatchTopK: the global threshold giving mean L0 = k on the dataset (cached)."""
+    sae = session.sae
+    assert isinstance(sae, MlxterpSAE)
+    parts = session.cache_parts(purpose="threshold", tokens=CALIBRATION_TOKENS)
+    parts.pop("threshold")
+    path = cache.cache_path("threshold", cache.cache_key(**parts), ".json")
+    cached = cache.read_json(path)
+    if isinstance(cached, dict) and isinstance(cached.get("threshold"), (int, float)):
+        sae.threshold = float(cached["threshold"])
+        return sae.threshold
+    corpus = session.corpus(max(CALIBRATION_TOKENS, session.context_len))
+    first = corpus.first_position
+    calibrator = ThresholdCalibrator(sae, corpus.n_contexts * (corpus.context_len - first))
+    done = 0
+    yield Progress("calibrating threshold", 0, corpus.n_tokens)
+    for _, tokens, acts in session.iter_activations(corpus):
+        calibrator.add(acts[:, first:, :])
+        done += tokens.size
+        yield Progress("calibrating threshold", done, corpus.n_tokens)
+    sae.threshold = calibrator.threshold()
+    cache.atomic_write_json(path, {"threshold": sae.threshold, "tokens": calibrator.n_tokens, "k": sae.k})
+    return sae.threshold

@@ -1,6 +1,7 @@
 """The quality evaluation: the guide's 0-5 report plus the field's model-behaviour metrics.
 
-`evaluate(engine, max_tokens, job)` runs on the engine's worker thread. For each batch of
+`evaluate(session, max_tokens)` is long work on the engine's worker thread (a generator
+yielding progress, returning the report). For each batch of
 contexts it runs the real forward pass three times (clean, with the SAE's reconstruction
 spliced in at the hook, with zeros spliced in) and folds the batch into streaming
 accumulators (`metrics.py`), so memory is bounded by one batch, not by the budget.
@@ -12,8 +13,8 @@ SAEBench also does). Cross-entropy and KL score every non-BOS target token: pred
 made at positions 0 .. L-2 for the tokens at 1 .. L-1.
 
 A finished report is cached under the user cache directory, keyed by
-`engine.cache_parts` (the SAE's content, model, hook, dataset, threshold mode) plus the
-budget; a cancelled evaluation raises `Cancelled` before anything is written. The
+`session.cache_parts` (the SAE's content, model, hook, dataset, threshold mode) plus the
+budget; a cancelled evaluation (the generator closed) writes nothing. The
 registry-dependent part (features named with confidence high count as interpretable) is
 applied each time a report is returned, so a cached report follows the registry.
 """
@@ -25,20 +26,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import mlx.core as mx
 import numpy as np
 
 from . import cache, metrics
-from .engine import THRESHOLD_BATCH, THRESHOLD_CALIBRATED
 from .errors import UserError
 from .sae import BATCH_TOPK
+from .session import THRESHOLD_BATCH, THRESHOLD_CALIBRATED, Session
 from .tokens import token_string
-from .worker import Job
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .worker import LongWork, Progress, drive
 
 DEFAULT_EVAL_TOKENS = 16_384
 # Bump when the report's content or its definitions change: old cached reports are ignored.
@@ -74,56 +72,52 @@ class EvaluationReport:
 # -- the entry points (worker thread) --------------------------------------------------------
 
 
-def evaluation_budget(engine: "Engine", max_tokens: int | None = None) -> int:
+def evaluation_budget(session: Session, max_tokens: int | None = None) -> int:
     """The token budget (BOS included): the argument, the settings', or the default."""
-    budget = max_tokens if max_tokens is not None else engine.settings.max_tokens
+    budget = max_tokens if max_tokens is not None else session.settings.max_tokens
     budget = int(budget) if budget is not None else DEFAULT_EVAL_TOKENS
     if budget <= 0:
         raise UserError(f"A budget of {budget} tokens leaves nothing to evaluate", "Pass --max-tokens with a positive number")
     return budget
 
 
-def report_cache_file(engine: "Engine", budget: int) -> Path:
-    parts = engine.cache_parts(purpose="evaluation", budget=budget, format=REPORT_FORMAT, batch_size=engine.settings.batch_size)
+def report_cache_file(session: Session, budget: int) -> Path:
+    parts = session.cache_parts(purpose="evaluation", budget=budget, format=REPORT_FORMAT, batch_size=session.settings.batch_size)
     return cache.cache_path("report", cache.cache_key(**parts), ".json")
 
 
-def cached_report(engine: "Engine", max_tokens: int | None = None, registry: Any = None) -> EvaluationReport | None:
+def cached_report(session: Session, max_tokens: int | None = None, registry: Any = None) -> EvaluationReport | None:
     """The finished report for these settings, if one is cached (no model run)."""
-    _ensure_open(engine)
-    path = report_cache_file(engine, evaluation_budget(engine, max_tokens))
+    path = report_cache_file(session, evaluation_budget(session, max_tokens))
     data = cache.read_json(path)
     if not isinstance(data, dict) or data.get("saetui", {}).get("report_format") != REPORT_FORMAT:
         return None
-    apply_registry(data, registry_high_confidence(engine, registry))
+    apply_registry(data, registry_high_confidence(session, registry))
     return EvaluationReport(data, from_cache=True, cache_file=path)
 
 
 def evaluate(
-    engine: "Engine",
+    session: Session,
     max_tokens: int | None = None,
-    job: Job | None = None,
     use_cache: bool = True,
     registry: Any = None,
-) -> EvaluationReport:
-    """The quality report over `max_tokens` of the engine's dataset (cached when finished).
+) -> LongWork[EvaluationReport]:
+    """The quality report over `max_tokens` of the session's dataset (cached when finished).
 
     `registry`: the app's `Registry`, or {id: name} of its high-confidence entries;
-    default: read the engine's registry file.
+    default: read the session's registry file.
     """
-    job = job or Job("evaluating")
-    _ensure_open(engine, job)
-    budget = evaluation_budget(engine, max_tokens)
-    path = report_cache_file(engine, budget)
+    budget = evaluation_budget(session, max_tokens)
+    path = report_cache_file(session, budget)
     if use_cache:
-        hit = cached_report(engine, budget, registry)
+        hit = cached_report(session, budget, registry)
         if hit is not None:
             return hit
-    data = _measure(engine, budget, job)
-    # Only a finished evaluation reaches this line; a cancelled one raised Cancelled above.
+    data = yield from _measure(session, budget)
+    # Only a finished evaluation reaches this line; a cancelled one was closed above.
     cache.atomic_write_json(path, metrics.finite_or_none(data))
     data = cache.read_json(path) or data
-    apply_registry(data, registry_high_confidence(engine, registry))
+    apply_registry(data, registry_high_confidence(session, registry))
     return EvaluationReport(data, from_cache=False, cache_file=path)
 
 
@@ -158,11 +152,6 @@ def apply_rubric(data: dict[str, Any]) -> None:
 
 
 # -- the measurement ---------------------------------------------------------------------------
-
-
-def _ensure_open(engine: "Engine", job: Job | None = None) -> None:
-    if not engine.state.ready:
-        engine.open(job)
 
 
 class _TopActivations:
@@ -213,9 +202,9 @@ class _TopActivations:
         return out
 
 
-def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
-    sae, runner, hook = engine.sae, engine.runner, engine.hook
-    corpus = engine.corpus(budget)
+def _measure(session: Session, budget: int) -> LongWork[dict[str, Any]]:
+    sae, runner, hook = session.sae, session.runner, session.hook
+    corpus = session.corpus(budget)
     first = corpus.first_position
     n_eval_tokens = corpus.n_contexts * (corpus.context_len - first)
     if n_eval_tokens <= 0:
@@ -223,7 +212,7 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
             f"The evaluation contexts of {corpus.name} hold no tokens besides BOS",
             "Use a dataset with more text, or a longer --context-len",
         )
-    batch_size = max(1, int(engine.settings.batch_size))
+    batch_size = max(1, int(session.settings.batch_size))
     recon = metrics.ReconstructionAccumulator()
     sparsity = metrics.SparsityAccumulator(sae.d_sae, sae.k)
     behaviour = metrics.BehaviourAccumulator()
@@ -232,9 +221,8 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
     behaviour_off: str | None = None
     vocab = _vocab_size(runner)
     done = 0
-    job.report(0, corpus.n_tokens, "tokens", force=True)
+    yield Progress("evaluating", 0, corpus.n_tokens)
     for start in range(0, corpus.n_contexts, batch_size):
-        job.check()
         tokens_np = corpus.contexts[start : start + batch_size]
         tokens = mx.array(tokens_np)
         clean_logits = None
@@ -253,7 +241,7 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
         x = x_full.astype(mx.float32)[:, first:, :]
         _check_finite(x, "The model's activations at the hook", start, corpus,
                       "Check the model's weights and dtype (float16 overflow gives inf); try another layer or model")
-        z = engine.encode(x)
+        z = session.encode(x)
         x_hat = sae.decode(z)
         _check_finite(x_hat, "The SAE's reconstruction", start, corpus,
                       "The SAE's weights or normalisation (input_std) are broken or its training diverged; use another checkpoint")
@@ -267,9 +255,8 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
         if clean_logits is not None:
             behaviour.add(*_behaviour_sums(runner, hook, tokens, clean, x_hat, first))
         done += tokens_np.size
-        job.report(done, corpus.n_tokens, "tokens")
-    job.check()  # a cancel pressed during the last batch still cancels: nothing gets cached
-    return _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes)
+        yield Progress("evaluating", done, corpus.n_tokens)
+    return _assemble(session, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes)
 
 
 def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, first: int):
@@ -352,9 +339,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes) -> dict[str, Any]:
-    sae = engine.sae
-    described = engine.describe()
+def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes) -> dict[str, Any]:
+    sae = session.sae
+    described = session.describe()
     r = recon.result()
     s = sparsity.result()
     counts = sparsity.counts
@@ -367,7 +354,7 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
 
     def string_of(tid: int) -> str:
         if tid not in strings:
-            strings[tid] = token_string(engine.runner.tokenizer, tid)
+            strings[tid] = token_string(session.tokenizer, tid)
         return strings[tid]
 
     top_strings = {fid: [string_of(t) for t in ids] for fid, ids in ids_by_feature.items()}
@@ -382,7 +369,7 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
         )
     if behaviour_off is not None:
         notes.append(f"CE loss and KL are not computed: {behaviour_off}")
-    threshold_mode = engine.threshold_mode
+    threshold_mode = session.threshold_mode
     threshold = getattr(sae, "threshold", None)
     if sae.kind == BATCH_TOPK and threshold_mode == THRESHOLD_CALIBRATED:
         notes.append(
@@ -410,8 +397,8 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
     d_model, d_sae = sae.d_model, sae.d_sae
     data: dict[str, Any] = {
         # -- the guide's keys (examples/evaluate_sae.py) --
-        "sae_path": "demo" if engine.is_demo else str(engine.sae_path),
-        "model": engine.model_name,
+        "sae_path": "demo" if session.is_demo else str(session.sae_path),
+        "model": session.model_name,
         "layer": described.get("layer"),
         "component": described.get("component"),
         "architecture": {
@@ -482,26 +469,26 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
     return data
 
 
-def registry_high_confidence(engine: "Engine", registry: Any = None) -> dict[int, str]:
+def registry_high_confidence(session: Session, registry: Any = None) -> dict[int, str]:
     """Features named in the registry with confidence high: {id: name}.
 
     `registry`: a loaded `Registry`, an {id: name} mapping already worked out, or None
-    (read the engine's registry file).
+    (read the session's registry file).
     """
     if isinstance(registry, dict):
-        return {int(k): str(v) for k, v in registry.items() if 0 <= int(k) < engine.sae.d_sae}
+        return {int(k): str(v) for k, v in registry.items() if 0 <= int(k) < session.d_sae}
     if registry is None:
         try:
             from .registry import Registry, registry_path_for
 
-            registry = Registry.load(registry_path_for(engine))
+            registry = Registry.load(registry_path_for(session))
         except Exception:  # noqa: BLE001 - a registry problem must not stop the evaluation
             return {}
     out: dict[int, str] = {}
     try:
         for fid, entry in registry.entries():
             name = entry.get("name")
-            if str(entry.get("confidence", "")).lower() == "high" and isinstance(name, str) and name.strip() and 0 <= fid < engine.sae.d_sae:
+            if str(entry.get("confidence", "")).lower() == "high" and isinstance(name, str) and name.strip() and 0 <= fid < session.d_sae:
                 out[int(fid)] = name
     except Exception:  # noqa: BLE001
         return {}
@@ -521,18 +508,18 @@ def _version() -> str:
 # -- the JSON file ----------------------------------------------------------------------------
 
 
-def default_json_path(engine: "Engine") -> Path:
+def default_json_path(session: Session) -> Path:
     """The guide's `<sae>_evaluation.json` beside the SAE; the demo's (which lives inside the
     installed package) is `demo_sae_evaluation.json` in the current folder."""
-    sae_path = Path(engine.sae_path)
+    sae_path = Path(session.sae_path)
     name = sae_path.name[: -len(".mlx")] if sae_path.name.endswith(".mlx") else sae_path.name
     filename = f"{name or 'sae'}_evaluation.json"
-    if engine.is_demo:
+    if session.is_demo:
         return Path.cwd() / "demo_sae_evaluation.json"
     return sae_path.parent / filename
 
 
-def write_report_json(report: EvaluationReport, engine: "Engine", path: str | Path | None = None) -> Path:
+def write_report_json(report: EvaluationReport, session: Session, path: str | Path | None = None) -> Path:
     """Write the report atomically; the default path falls back to the current folder."""
     data = report.to_json()
     if path is not None:
@@ -544,7 +531,7 @@ def write_report_json(report: EvaluationReport, engine: "Engine", path: str | Pa
         except OSError as exc:
             raise UserError(f"Cannot write the report to {target} ({exc.strerror or exc})", "Pass --json with a writable path") from None
         return target
-    target = default_json_path(engine)
+    target = default_json_path(session)
     candidates = [target]
     if target.parent.resolve() != Path.cwd().resolve():
         candidates.append(Path.cwd() / target.name)
@@ -567,21 +554,20 @@ def write_report_json(report: EvaluationReport, engine: "Engine", path: str | Pa
 # -- benchmark hook -----------------------------------------------------------------------------
 
 
-def evaluation_throughput(engine: "Engine", max_tokens: int | None = None) -> dict[str, float]:
+def evaluation_throughput(session: Session, max_tokens: int | None = None) -> dict[str, float]:
     """Evaluation tokens/s (uncached) and its time relative to a bare forward pass over the same tokens.
 
     For the benchmark script (worker thread); not used by tests, which never time things.
     """
-    _ensure_open(engine)
-    budget = evaluation_budget(engine, max_tokens)
-    corpus = engine.corpus(budget)
-    batch = max(1, int(engine.settings.batch_size))
+    budget = evaluation_budget(session, max_tokens)
+    corpus = session.corpus(budget)
+    batch = max(1, int(session.settings.batch_size))
     t0 = time.perf_counter()
     for startn in range(0, corpus.n_contexts, batch):
-        mx.eval(engine.runner.logits(mx.array(corpus.contexts[startn : startn + batch])))
+        mx.eval(session.runner.logits(mx.array(corpus.contexts[startn : startn + batch])))
     bare = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluate(engine, budget, use_cache=False)
+    drive(evaluate(session, budget, use_cache=False))
     full = time.perf_counter() - t0
     return {
         "tokens": float(corpus.n_tokens),

@@ -7,17 +7,16 @@
   similarity with its own;
 - `feature_page`: everything the feature screen shows, from the index (complete or
   still building) plus the decoder facts, with tokens turned into display strings;
-- `get_top_activating_features(engine, text, top_k)` and
-  `get_top_activating_texts(engine, feature_id, top_k)`: the guide's API, answered
+- `get_top_activating_features(session, text, top_k)` and
+  `get_top_activating_texts(session, feature_id, top_k)`: the guide's API, answered
   from one forward pass and from the feature index respectively.
 
-Every function here runs on the engine's worker thread; called from elsewhere, the
-public ones hand themselves over.
+Every function here is plain synchronous code that runs on the engine's worker thread
+(`await engine.run(feature_page, session, 4251)`); each takes the opened `Session`.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,9 @@ import numpy as np
 
 from .errors import UserError
 from .index import DEFAULT_TOP_K, ContextExample, FeatureIndex, FeatureStats, build_index
+from .session import Session
 from .tokens import token_string, token_strings
+from .worker import drive
 
 LOGIT_TOKENS = 10
 NEAREST = 10
@@ -76,15 +77,14 @@ class FeaturePage:
     stats: FeatureStats | None = None  # None while no index exists yet
     top: list[ShownContext] = field(default_factory=list)
     samples: list[ShownContext] = field(default_factory=list)
-    index_summary: str = ""
 
 
 # -- checking input ------------------------------------------------------------------------
 
 
-def check_feature_id(engine: Any, value: Any) -> int:
+def check_feature_id(d_sae: int, value: Any) -> int:
     """A feature id from user input (str or int), or a UserError saying what is wrong."""
-    d_sae = engine.sae.d_sae
+    d_sae = int(d_sae)
     text = str(value).strip()
     try:
         fid = int(text)
@@ -97,47 +97,27 @@ def check_feature_id(engine: Any, value: Any) -> int:
 
 # -- decoder facts ---------------------------------------------------------------------------
 
-# Unit decoder directions per engine (SAE), computed once: nearest-feature lookups are then
-# one matrix-vector product.
-_UNIT: "weakref.WeakKeyDictionary[Any, tuple[Any, mx.array, mx.array]]" = weakref.WeakKeyDictionary()
-
-
-def _unit_directions(engine: Any) -> tuple[mx.array, mx.array]:
-    cached = _UNIT.get(engine)
-    if cached is not None and cached[0] is engine.sae:
-        return cached[1], cached[2]
-    directions = engine.sae.decoder_directions.astype(mx.float32)
-    norms = mx.linalg.norm(directions, axis=-1)
-    unit = directions / mx.maximum(norms, 1e-12)[:, None]
-    mx.eval(unit, norms)
-    _UNIT[engine] = (engine.sae, unit, norms)
-    return unit, norms
-
-
-def _norm_gain(engine: Any) -> mx.array | None:
+def _norm_gain(session: Session) -> mx.array | None:
     """What the final norm multiplies by (Gemma's RMSNorm uses 1 + weight)."""
-    weight = engine.runner.final_norm_weight()
+    weight = session.runner.final_norm_weight()
     if weight is None:
         return None
-    model = engine.runner.model
+    model = session.runner.model
     model_type = str(getattr(model, "model_type", None) or getattr(getattr(model, "args", None), "model_type", "") or "")
     return (1.0 + weight) if model_type.startswith("gemma") else weight
 
 
-def logit_effects(engine: Any, feature_id: int, n: int = LOGIT_TOKENS) -> LogitEffects:
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(logit_effects, engine, feature_id, n)
-    engine.open_model()
-    direction = engine.sae.decoder_directions[int(feature_id)].astype(mx.float32)
-    gain = _norm_gain(engine)
+def logit_effects(session: Session, feature_id: int, n: int = LOGIT_TOKENS) -> LogitEffects:
+    direction = session.sae.decoder_directions[int(feature_id)].astype(mx.float32)
+    gain = _norm_gain(session)
     if gain is not None:
         direction = direction * gain.astype(mx.float32)
-    logits = np.array(engine.runner.unembed(direction[None, :]).astype(mx.float32))[0]
-    vocab = _tokenizer_vocab_size(engine)
+    logits = np.array(session.runner.unembed(direction[None, :]).astype(mx.float32))[0]
+    vocab = _tokenizer_vocab_size(session)
     if vocab and vocab < logits.size:  # padded embedding rows are no tokens
         logits = logits[:vocab]
     order = np.lexsort((np.arange(logits.size), -logits))
-    tokenizer = engine.runner.tokenizer
+    tokenizer = session.tokenizer
 
     def effects(ids: np.ndarray) -> list[TokenEffect]:
         return [TokenEffect(int(i), token_string(tokenizer, int(i)), float(logits[i])) for i in ids]
@@ -146,20 +126,17 @@ def logit_effects(engine: Any, feature_id: int, n: int = LOGIT_TOKENS) -> LogitE
     return LogitEffects(promoted=effects(order[:n]), suppressed=effects(order[::-1][:n]))
 
 
-def _tokenizer_vocab_size(engine: Any) -> int | None:
-    tokenizer = engine.runner.tokenizer
+def _tokenizer_vocab_size(session: Session) -> int | None:
+    tokenizer = session.tokenizer
     try:
         return len(tokenizer.get_vocab()) if hasattr(tokenizer, "get_vocab") else None
     except Exception:  # noqa: BLE001 - a tokenizer without a vocabulary listing
         return None
 
 
-def nearest_features(engine: Any, feature_id: int, n: int = NEAREST) -> list[Neighbour]:
+def nearest_features(session: Session, feature_id: int, n: int = NEAREST) -> list[Neighbour]:
     """The n features with the most similar decoder directions (cosine), most similar first."""
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(nearest_features, engine, feature_id, n)
-    engine.open_sae()
-    unit, norms = _unit_directions(engine)
+    unit, norms = session.decoder.unit, session.decoder.norms
     f = int(feature_id)
     cosines = np.array(unit @ unit[f])
     cosines[f] = -np.inf
@@ -173,8 +150,8 @@ def nearest_features(engine: Any, feature_id: int, n: int = NEAREST) -> list[Nei
 # -- the page -------------------------------------------------------------------------------------
 
 
-def show_context(engine: Any, index: FeatureIndex, example: ContextExample) -> ShownContext:
-    tokenizer = engine.runner.tokenizer
+def show_context(session: Session, index: FeatureIndex, example: ContextExample) -> ShownContext:
+    tokenizer = session.tokenizer
     context = index.contexts[example.context_id]
     first = index.first_position
     end = example.window_start + len(example.window_tokens)
@@ -192,41 +169,38 @@ def _decode(tokenizer: Any, ids: np.ndarray) -> str:
         return tokenizer.decode([int(i) for i in ids])
 
 
-def feature_page(engine: Any, feature_id: int, index: FeatureIndex | None = None, n_top: int | None = None, known: FeaturePage | None = None) -> FeaturePage:
-    """Everything the feature screen shows about one feature (index may be partial or None).
+def feature_page(session: Session, feature_id: int, n_top: int | None = None, known: FeaturePage | None = None) -> FeaturePage:
+    """Everything the feature screen shows about one feature, from the session's index
+    (complete, partial while it builds, or none yet).
 
     `known`: an earlier page of the same feature, whose decoder facts are reused (they
     do not change while the index builds).
     """
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(feature_page, engine, feature_id, index, n_top, known)
-    engine.open_model()
-    fid = check_feature_id(engine, feature_id)
+    fid = check_feature_id(session.d_sae, feature_id)
     if known is not None and known.feature_id == fid:
         page = FeaturePage(fid, known.d_sae, known.decoder_norm, known.logits, known.neighbours)
     else:
-        _, norms = _unit_directions(engine)
         page = FeaturePage(
             feature_id=fid,
-            d_sae=engine.sae.d_sae,
-            decoder_norm=float(np.array(norms[fid])),
-            logits=logit_effects(engine, fid),
-            neighbours=nearest_features(engine, fid),
+            d_sae=session.d_sae,
+            decoder_norm=float(np.array(session.decoder.norms[fid])),
+            logits=logit_effects(session, fid),
+            neighbours=nearest_features(session, fid),
         )
+    index = session.index
     if index is not None:
         stats = index.feature(fid)
         page.stats = stats
-        page.index_summary = index.describe()
         shown = stats.top if n_top is None else stats.top[:n_top]
-        page.top = [show_context(engine, index, e) for e in shown]
-        page.samples = [show_context(engine, index, e) for e in stats.samples]
+        page.top = [show_context(session, index, e) for e in shown]
+        page.samples = [show_context(session, index, e) for e in stats.samples]
     return page
 
 
 # -- the guide's API ------------------------------------------------------------------------
 
 
-def get_top_activating_features(engine: Any, text: str, top_k: int = 10) -> list[tuple[int, float]]:
+def get_top_activating_features(session: Session, text: str, top_k: int = 10) -> list[tuple[int, float]]:
     """The guide's function: the features firing most on `text`, by their max over its tokens.
 
     The text is tokenised like the corpus (`[BOS] + tokens`, cut to one context); BOS is
@@ -236,26 +210,22 @@ def get_top_activating_features(engine: Any, text: str, top_k: int = 10) -> list
 
     if int(top_k) < 1:
         raise UserError(f"--top-k {top_k} is too small", "Ask for at least 1 feature")
-    result = probe_text(engine, text, text_top=int(top_k))
+    result = probe_text(session, text, text_top=int(top_k))
     return [(hit.feature_id, hit.max_activation) for hit in result.top_features[: int(top_k)]]
 
 
-def get_top_activating_texts(engine: Any, feature_id: int, top_k: int = DEFAULT_TOP_K, index: FeatureIndex | None = None) -> list[tuple[str, float, int]]:
+def get_top_activating_texts(session: Session, feature_id: int, top_k: int = DEFAULT_TOP_K, index: FeatureIndex | None = None) -> list[tuple[str, float, int]]:
     """The guide's function: [(text, activation, token_position)], strongest first.
 
     Answered from the feature index (built now if none is cached). `text` is the whole
     context the feature fired in (BOS left out); `token_position` is the position of
     its strongest token in the context (the BOS, when there is one, is position 0).
     """
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(get_top_activating_texts, engine, feature_id, top_k, index)
+    fid = check_feature_id(session.d_sae, feature_id)
     if index is None:
-        index = build_index(engine, top_k=max(int(top_k), 1))
-    if not engine.state.ready:
-        engine.open()
-    fid = check_feature_id(engine, feature_id)
+        index = drive(build_index(session, top_k=max(int(top_k), 1)))
     stats = index.feature(fid)
-    tokenizer = engine.runner.tokenizer
+    tokenizer = session.tokenizer
     first = index.first_position
     out = []
     for e in stats.top[: int(top_k)]:

@@ -34,17 +34,19 @@ import io
 import json
 import threading
 import time
-import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
 
 from . import cache
-from .errors import Cancelled, UserError
-from .worker import Job
+from .errors import UserError
+from .worker import LongWork, Progress
+
+if TYPE_CHECKING:
+    from .session import Session
 
 INDEX_FORMAT = 1
 DEFAULT_TOP_K = 20
@@ -104,11 +106,11 @@ def tier_for(top_k: int) -> int:
     return next(t for t in TOP_K_TIERS if t >= top_k)
 
 
-def default_budget(engine: Any) -> int:
+def default_budget(session: "Session") -> int:
     """--max-tokens when given; else the demo's quick budget or the default for real SAEs."""
-    if engine.settings.max_tokens:
-        return int(engine.settings.max_tokens)
-    return DEMO_BUDGET if engine.is_demo else DEFAULT_BUDGET
+    if session.settings.max_tokens:
+        return int(session.settings.max_tokens)
+    return DEMO_BUDGET if session.is_demo else DEFAULT_BUDGET
 
 
 # -- what a query returns ----------------------------------------------------------------
@@ -500,11 +502,11 @@ def _quantile_samples(sampled: list[ContextExample], exclude: set[int], shown: i
 # -- cache files ------------------------------------------------------------------------
 
 
-def index_parts(engine: Any, budget: int, top_k: int) -> dict[str, Any]:
-    from .engine import THRESHOLD_BATCH
+def index_parts(session: "Session", budget: int, top_k: int) -> dict[str, Any]:
+    from .session import THRESHOLD_BATCH
 
-    batch = engine.settings.batch_size if engine.threshold_mode == THRESHOLD_BATCH else None
-    return engine.cache_parts(
+    batch = session.settings.batch_size if session.threshold_mode == THRESHOLD_BATCH else None
+    return session.cache_parts(
         purpose="feature-index",
         index_format=INDEX_FORMAT,
         budget=int(budget),
@@ -516,8 +518,8 @@ def index_parts(engine: Any, budget: int, top_k: int) -> dict[str, Any]:
     )
 
 
-def index_path(engine: Any, budget: int, top_k: int, partial: bool = False) -> Path:
-    key = cache.cache_key(**index_parts(engine, budget, top_k))
+def index_path(session: "Session", budget: int, top_k: int, partial: bool = False) -> Path:
+    key = cache.cache_key(**index_parts(session, budget, top_k))
     return cache.cache_path("index", key, PARTIAL_SUFFIX if partial else SUFFIX)
 
 
@@ -533,28 +535,29 @@ def read_index(path: Path, key: str | None = None, want_complete: bool = True) -
     return index
 
 
-def load_cached(engine: Any, budget: int | None = None, top_k: int = DEFAULT_TOP_K, notes: list[str] | None = None) -> FeatureIndex | None:
-    """A finished cached index answering `top_k` (worker thread), or None.
+def load_cached(session: "Session", budget: int | None = None, top_k: int = DEFAULT_TOP_K, notes: list[str] | None = None) -> FeatureIndex | None:
+    """A finished cached index answering `top_k`, or None; it becomes the session's index.
 
     A damaged file is deleted (and said so in `notes`), so the next build replaces it.
     """
-    if not engine.state.ready:
-        engine.open()
-    budget = budget or default_budget(engine)
+    budget = budget or default_budget(session)
     for tier in TOP_K_TIERS:
         if tier < tier_for(top_k):
             continue
-        parts = index_parts(engine, budget, tier)
+        parts = index_parts(session, budget, tier)
         key = cache.cache_key(**parts)
         path = cache.cache_path("index", key, SUFFIX)
         if not path.exists():
             continue
         try:
-            return _remember(engine, read_index(path, key))
+            index = read_index(path, key)
         except (OSError, ValueError) as exc:
             if notes is not None:
                 notes.append(f"The cached feature index {path.name} is damaged ({exc}); rebuilding it")
             _unlink(path)
+            continue
+        session.index = index
+        return index
     return None
 
 
@@ -565,207 +568,127 @@ def _unlink(path: Path) -> None:
         pass
 
 
-# The index each engine has open (complete, or being built), for every screen to share.
-_OPEN: "weakref.WeakKeyDictionary[Any, FeatureIndex]" = weakref.WeakKeyDictionary()
-
-
-def _remember(engine: Any, index: FeatureIndex) -> FeatureIndex:
-    _OPEN[engine] = index
-    return index
-
-
-def open_index(engine: Any) -> FeatureIndex | None:
-    """The index this engine has open or is building (None before any)."""
-    return _OPEN.get(engine)
-
-
 # -- building ---------------------------------------------------------------------------
 
 
-class IndexBuilder:
-    """Builds (or resumes, or loads) the index in slices on the engine's worker thread.
-
-    `prepare()` once, then `step(job, seconds)` until it returns True; between slices
-    the worker serves other requests, and `index` answers queries with what is known.
-    `build_index` does all of it in one call.
-    """
-
-    def __init__(self, engine: Any, budget: int | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int | None = None, use_cache: bool = True) -> None:
-        self.engine = engine
-        self.use_cache = use_cache  # False: build in memory only (neither read nor write files)
-        self.requested_budget = budget
-        self.budget = budget or 0  # the budget in force, once prepared
-        self.top_k = int(top_k)
-        self.batch_size = batch_size
-        self.index: FeatureIndex | None = None
-        self.notes: list[str] = []
-        self.done = False
-        self.resumed_from = 0
-        self.seconds = 0.0
-        self._batches: Iterator | None = None
-        self._pending: tuple[int, mx.array] | None = None
-        self._last_checkpoint = 0.0
-        self._key = ""
-        self._paths: tuple[Path, Path] | None = None
-        self._corpus = None
-
-    # worker thread from here on
-
-    def prepare(self, job: Job | None = None) -> FeatureIndex:
-        """Load a finished index, resume a checkpoint, or start afresh."""
-        engine = self.engine
-        if not engine.state.ready:
-            engine.open(job)
-        self.budget = self.requested_budget or default_budget(engine)
-        tier = tier_for(self.top_k)
-        cached = load_cached(engine, self.budget, tier, self.notes) if self.use_cache else None
-        if cached is not None:
-            self.index, self.done = cached, True
-            return cached
-        parts = index_parts(engine, self.budget, tier)
-        self._key = cache.cache_key(**parts)
-        self._paths = (cache.cache_path("index", self._key, SUFFIX), cache.cache_path("index", self._key, PARTIAL_SUFFIX))
-        corpus = engine.corpus(self.budget)
-        self.notes.extend(corpus.notes)
-        self._corpus = corpus
-        index = self._resume(corpus) if self.use_cache else None
-        if index is None:
-            window = min(WINDOW_BEFORE + 1 + WINDOW_AFTER, corpus.context_len - corpus.first_position)
-            meta = dict(
-                format=INDEX_FORMAT,
-                key=self._key,
-                complete=False,
-                contexts_done=0,
-                n_contexts=corpus.n_contexts,
-                budget=self.budget,
-                top_k=tier,
-                window=window,
-                samples=SAMPLES_KEPT,
-                first_position=corpus.first_position,
-                dataset=engine.dataset_name,
-                sae=str(engine.sae_path) if not engine.is_demo else "demo",
-                hook=str(engine.hook),
-                threshold_mode=engine.threshold_mode,
-                build_seconds=0.0,
-            )
-            index = FeatureIndex.empty(meta, corpus.contexts, engine.sae.d_sae)
-        self.index = _remember(engine, index)
-        self.resumed_from = index.contexts_done
-        self._last_checkpoint = time.perf_counter()
-        return index
-
-    def _resume(self, corpus: Any) -> FeatureIndex | None:
-        partial_path = self._paths[1]
-        if not partial_path.exists():
-            return None
-        try:
-            index = read_index(partial_path, self._key, want_complete=False)
-            if index.contexts.shape != corpus.contexts.shape or not np.array_equal(index.contexts, corpus.contexts):
-                raise ValueError("the dataset changed")
-        except (OSError, ValueError) as exc:
-            self.notes.append(f"The interrupted index build could not be resumed ({exc}); starting afresh")
-            _unlink(partial_path)
-            return None
-        self.notes.append(f"Resuming an interrupted index build at {index.tokens_seen:,} tokens")
-        return index
-
-    def step(self, job: Job | None = None, seconds: float | None = None) -> bool:
-        """Index batches for about `seconds` (None: to the end); True once finished."""
-        if self.done:
-            return True
-        if self.index is None:
-            self.prepare(job)
-            if self.done:
-                return True
-        job = job or Job("indexing")
-        index, corpus = self.index, self._corpus
-        first = corpus.first_position
-        total = corpus.n_tokens
-        if self._batches is None:
-            start = index.contexts_done
-            rest = replace(corpus, contexts=corpus.contexts[start:])
-            self._batches = ((start + s, acts) for s, _, acts in self.engine.iter_activations(rest, None, self.batch_size))
-            job.report(start * corpus.context_len, total, "tokens", force=True)
-        began = time.perf_counter()
-        try:
-            while True:
-                job.check()
-                nxt = next(self._batches, None)
-                if nxt is not None:
-                    s, acts = nxt
-                    feats = self.engine.encode(acts[:, first:, :]).astype(mx.float32)
-                    # Start the next batch's forward pass while numpy folds in this one.
-                    mx.async_eval(feats)
-                    nxt = (s, feats)
-                absorbed = self._pending is not None
-                if absorbed:
-                    s0, f0 = self._pending
-                    index.absorb(s0, np.asarray(f0))
-                    job.report(index.contexts_done * corpus.context_len, total, "tokens")
-                self._pending = nxt
-                if nxt is None:
-                    break
-                # Every slice folds in at least one batch, so a slice always makes progress.
-                if absorbed and seconds is not None and time.perf_counter() - began >= seconds:
-                    return False
-                if time.perf_counter() - self._last_checkpoint >= CHECKPOINT_SECONDS:
-                    self._checkpoint()
-        except Cancelled:
-            # The pending batch is not in the index: a later step starts again after the
-            # last context folded in, from this process or (via the checkpoint) another.
-            self._pending = None
-            self._batches = None
-            self._checkpoint()
-            raise
-        finally:
-            self.seconds += time.perf_counter() - began
-            index.meta["build_seconds"] = float(index.meta.get("build_seconds", 0.0)) + time.perf_counter() - began
-        self._finish()
-        return True
-
-    def _checkpoint(self) -> None:
-        """Save what is built so far as a resumable partial file (never read as finished)."""
-        if self.index is None or not self.use_cache or self.index.contexts_done == 0:
-            return
-        try:
-            cache.atomic_write_bytes(self._paths[1], self.index.to_bytes())
-        except OSError as exc:
-            self.notes.append(f"Could not save the partial index ({exc})")
-        self._last_checkpoint = time.perf_counter()
-
-    def _finish(self) -> None:
-        index = self.index
-        with index.lock:
-            index.meta["complete"] = True
-        self.done = True
-        if not self.use_cache:
-            return
-        try:
-            cache.atomic_write_bytes(self._paths[0], index.to_bytes())
-            index.path = self._paths[0]
-        except OSError as exc:
-            self.notes.append(f"Could not save the feature index to the cache ({exc}); it is kept in memory")
-        _unlink(self._paths[1])
-
-
 def build_index(
-    engine: Any,
+    session: "Session",
     budget: int | None = None,
     top_k: int = DEFAULT_TOP_K,
-    job: Job | None = None,
     batch_size: int | None = None,
     notes: list[str] | None = None,
     use_cache: bool = True,
-) -> FeatureIndex:
-    """The finished index: from the cache, or built now in one call (hands itself to the worker).
+) -> LongWork[FeatureIndex]:
+    """The finished index: from the cache, resumed from a checkpoint, or built now (long work).
 
-    `use_cache=False` always builds, in memory only (for timing a build).
+    One step per batch. While it runs, `session.index` answers queries with what is known
+    (labelled partial). Closing the generator (a cancelled job) checkpoints what was
+    folded in, so a later build resumes there. `use_cache=False` builds in memory only
+    (neither reads nor writes files; for timing a build).
     """
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(build_index, engine, budget, top_k, job, batch_size, notes, use_cache)
-    builder = IndexBuilder(engine, budget, top_k, batch_size, use_cache)
-    builder.prepare(job)
-    builder.step(job)
-    if notes is not None:
-        notes.extend(builder.notes)
-    return builder.index
+    notes = notes if notes is not None else []
+    budget = budget or default_budget(session)
+    tier = tier_for(top_k)
+    if use_cache:
+        cached = load_cached(session, budget, tier, notes)
+        if cached is not None:
+            return cached
+    key = cache.cache_key(**index_parts(session, budget, tier))
+    paths = (cache.cache_path("index", key, SUFFIX), cache.cache_path("index", key, PARTIAL_SUFFIX))
+    corpus = session.corpus(budget)
+    notes.extend(corpus.notes)
+    index = _resume(paths[1], key, corpus, notes) if use_cache else None
+    if index is None:
+        window = min(WINDOW_BEFORE + 1 + WINDOW_AFTER, corpus.context_len - corpus.first_position)
+        meta = dict(
+            format=INDEX_FORMAT,
+            key=key,
+            complete=False,
+            contexts_done=0,
+            n_contexts=corpus.n_contexts,
+            budget=budget,
+            top_k=tier,
+            window=window,
+            samples=SAMPLES_KEPT,
+            first_position=corpus.first_position,
+            dataset=session.dataset_name,
+            sae=str(session.sae_path) if not session.is_demo else "demo",
+            hook=str(session.hook),
+            threshold_mode=session.threshold_mode,
+            build_seconds=0.0,
+        )
+        index = FeatureIndex.empty(meta, corpus.contexts, session.d_sae)
+    session.index = index
+    first = corpus.first_position
+    total = corpus.n_tokens
+    start = index.contexts_done
+    rest = corpus.contexts[start:]
+    yield Progress("indexing", start * corpus.context_len, total)
+    began = time.perf_counter()
+    last_checkpoint = began
+    pending: tuple[int, mx.array] | None = None
+    finished = False
+    try:
+        for s0, tokens, acts in session.iter_activations(_with_contexts(corpus, rest), batch_size):
+            feats = session.encode(acts[:, first:, :]).astype(mx.float32)
+            # Start this batch's forward pass and encode while numpy folds in the last one.
+            mx.async_eval(feats)
+            if pending is not None:
+                index.absorb(pending[0], np.asarray(pending[1]))
+                yield Progress("indexing", index.contexts_done * corpus.context_len, total)
+            pending = (start + s0, feats)
+            if use_cache and time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
+                _checkpoint(index, paths[1], notes)
+                last_checkpoint = time.perf_counter()
+        if pending is not None:
+            index.absorb(pending[0], np.asarray(pending[1]))
+            pending = None
+            yield Progress("indexing", index.contexts_done * corpus.context_len, total)
+        finished = True
+    finally:
+        index.meta["build_seconds"] = float(index.meta.get("build_seconds", 0.0)) + time.perf_counter() - began
+        if not finished and use_cache:
+            # Cancelled or failed: the pending batch is not in the index; a later build
+            # starts again after the last context folded in (via the checkpoint).
+            _checkpoint(index, paths[1], notes)
+    with index.lock:
+        index.meta["complete"] = True
+    if use_cache:
+        try:
+            cache.atomic_write_bytes(paths[0], index.to_bytes())
+            index.path = paths[0]
+        except OSError as exc:
+            notes.append(f"Could not save the feature index to the cache ({exc}); it is kept in memory")
+        _unlink(paths[1])
+    return index
+
+
+def _with_contexts(corpus: Any, contexts: np.ndarray) -> Any:
+    from dataclasses import replace
+
+    return replace(corpus, contexts=contexts)
+
+
+def _resume(partial_path: Path, key: str, corpus: Any, notes: list[str]) -> FeatureIndex | None:
+    if not partial_path.exists():
+        return None
+    try:
+        index = read_index(partial_path, key, want_complete=False)
+        if index.contexts.shape != corpus.contexts.shape or not np.array_equal(index.contexts, corpus.contexts):
+            raise ValueError("the dataset changed")
+    except (OSError, ValueError) as exc:
+        notes.append(f"The interrupted index build could not be resumed ({exc}); starting afresh")
+        _unlink(partial_path)
+        return None
+    notes.append(f"Resuming an interrupted index build at {index.tokens_seen:,} tokens")
+    return index
+
+
+def _checkpoint(index: FeatureIndex, path: Path, notes: list[str]) -> None:
+    """Save what is built so far as a resumable partial file (never read as finished)."""
+    if index.contexts_done == 0:
+        return
+    try:
+        cache.atomic_write_bytes(path, index.to_bytes())
+    except OSError as exc:
+        notes.append(f"Could not save the partial index ({exc})")

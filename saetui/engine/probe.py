@@ -1,7 +1,7 @@
 """Which features fire on a text, token by token (the probe screen's engine half).
 
 The text is tokenised the way the corpus is (`[BOS] + tokens`, no other special
-tokens), cut to the engine's context length, run to the hook and encoded in the engine's
+tokens), cut to the session's context length, run to the hook and encoded in the session's
 mode. Position 0 (the BOS) is left out of every result, as in the feature statistics.
 """
 
@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from .corpus import _encode_batch
+from .session import Session
 from .tokens import token_strings
 
 # Features kept for the text's table, and per token.
@@ -85,18 +86,15 @@ def empty_result(text: str, context_limit: int) -> ProbeResult:
     )
 
 
-def probe_text(engine, text: str, features: Iterable[int] = (), text_top: int = TEXT_TOP, token_top: int = TOKEN_TOP) -> ProbeResult:
+def probe_text(session: Session, text: str, features: Iterable[int] = (), text_top: int = TEXT_TOP, token_top: int = TOKEN_TOP) -> ProbeResult:
     """The features of `text`; `features` are always given a column (e.g. the one shaded).
 
-    Runs on the engine's worker thread (called from elsewhere, it hands itself over).
+    One forward pass to the hook and one encode, on the engine's worker thread.
     """
-    if not engine.worker.on_worker_thread:
-        return engine.worker.call(probe_text, engine, text, tuple(features), text_top, token_top)
-    engine.open_model()
-    tokenizer = engine.runner.tokenizer
+    tokenizer = session.tokenizer
     bos_id = getattr(tokenizer, "bos_token_id", None)
     first = 1 if bos_id is not None else 0
-    limit = max(1, engine.context_len - first)
+    limit = max(1, session.context_len - first)
     ids = _encode_batch(tokenizer, [text])[0] if text else []
     total = len(ids)
     ids = ids[:limit]
@@ -105,8 +103,8 @@ def probe_text(engine, text: str, features: Iterable[int] = (), text_top: int = 
         result.n_tokens_total = total
         return result
     context = ([int(bos_id)] if bos_id is not None else []) + [int(i) for i in ids]
-    acts = engine.runner.activations(mx.array([context]), engine.hook).astype(mx.float32)
-    feats = engine.encode(acts[:, first:, :])[0].astype(mx.float32)  # (T, d_sae)
+    acts = session.runner.activations(mx.array([context]), session.hook).astype(mx.float32)
+    feats = session.encode(acts[:, first:, :])[0].astype(mx.float32)  # (T, d_sae)
     return _summarise(text, ids, token_strings(tokenizer, context)[first:], total, limit, feats, features, text_top, token_top)
 
 

@@ -21,13 +21,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from ..engine.errors import UserError
-from ..engine.index import open_index
 from ..engine.registry import CONFIDENCES
 from ..engine.tokens import token_strings
 from ..messages import RegistryChanged
 from ..ui.safe_text import visible
 
 if TYPE_CHECKING:
+    from ..engine.session import Session
     from ..app import SaetuiApp
 
 # Examples pre-filled from the feature index's top contexts.
@@ -69,12 +69,12 @@ class SafeTextArea(TextArea):
 # -- what the feature index knows, when one is open ------------------------------------------
 
 
-def feature_density(engine: Any, feature_id: int) -> tuple[float | None, bool]:
-    """(density, partial) from the feature index the engine has open (complete or building).
+def feature_density(session: "Session | None", feature_id: int) -> tuple[float | None, bool]:
+    """(density, partial) from the feature index the session has open (complete or building).
 
     Never builds one: (None, False) until the feature screen has opened or built it.
     """
-    index = open_index(engine)
+    index = session.index if session is not None else None
     if index is None:
         return None, False
     try:
@@ -84,10 +84,10 @@ def feature_density(engine: Any, feature_id: int) -> tuple[float | None, bool]:
     return float(stats.density), bool(stats.partial)
 
 
-def top_context_examples(engine: Any, feature_id: int, limit: int = PREFILL_EXAMPLES) -> list[str]:
+def top_context_examples(session: "Session | None", feature_id: int, limit: int = PREFILL_EXAMPLES) -> list[str]:
     """The feature's top contexts as one-line texts, from the open index (tokenizer only, no MLX)."""
-    index = open_index(engine)
-    if index is None or engine.runner is None:
+    index = session.index if session is not None else None
+    if index is None:
         return []
     try:
         stats = index.feature(feature_id)
@@ -95,7 +95,7 @@ def top_context_examples(engine: Any, feature_id: int, limit: int = PREFILL_EXAM
         return []
     out: list[str] = []
     for example in stats.top[:limit]:
-        text = "".join(token_strings(engine.runner.tokenizer, example.window_tokens.tolist()))
+        text = "".join(token_strings(session.tokenizer, example.window_tokens.tolist()))
         flat = " ".join(text.split())
         if flat:
             out.append(flat[:EXAMPLE_CHARS])
@@ -242,7 +242,7 @@ def open_entry_editor(app: "SaetuiApp", feature_id: int | None, on_saved: Callab
 
     # Decoding a few contexts is quick tokenizer work (no MLX): done here, so the dialog
     # opens at once even while the engine's worker is busy with a long job.
-    examples = top_context_examples(app.engine, feature_id) if feature_id is not None else []
+    examples = top_context_examples(app.engine.session, feature_id) if feature_id is not None else []
     named = (lambda fid: registry.name(fid) or ("(unnamed)" if fid in registry else None)) if feature_id is None else None
     app.push_screen(EditEntryScreen(feature_id, entry, d_sae, examples, named), done)
 

@@ -1,9 +1,9 @@
 """The feature screen: everything about one feature, from the feature index.
 
-The index is built (or read from the cache) the first time this screen is shown, in
-slices on the engine's worker, so the UI stays responsive and other engine work runs
-between slices; `x` cancels it (what was built is kept, labelled PARTIAL, and `b`
-resumes). A feature opened meanwhile shows what is known so far, refreshed as the build
+The index is built (or read from the cache) the first time this screen is shown, as
+long work on the engine's worker, which serves this screen's page requests between
+batches, so the UI stays responsive; `x` cancels it (what was built is kept, labelled
+PARTIAL, and `b` resumes). A feature opened meanwhile shows what is known so far, refreshed as the build
 goes on. Decoder facts (output tokens, nearest features) need no index.
 """
 
@@ -25,7 +25,7 @@ from textual.widgets.option_list import Option
 
 from ..engine.errors import Cancelled, UserError
 from ..engine.features import FeaturePage, check_feature_id, feature_page
-from ..engine.index import DEFAULT_TOP_K, FeatureIndex, IndexBuilder, default_budget, histogram_edges, open_index
+from ..engine.index import DEFAULT_TOP_K, FeatureIndex, build_index, default_budget, histogram_edges
 from ..engine.worker import Job
 from ..messages import EditRegistryEntry, OpenFeature, ProbeText, RegistryChanged
 from ..ui.safe_text import literal, visible
@@ -37,10 +37,10 @@ from .base import EngineScreen
 
 # Contexts shown at first, and added by each `m`.
 CONTEXTS_STEP = 5
+# The label of the index build on the engine's worker.
+INDEX_JOB = "indexing"
 # Seconds between refreshes of a feature's page while the index builds.
 PARTIAL_REFRESH_S = 1.0
-# Seconds of index building per worker slice (other engine work runs between slices).
-BUILD_SLICE_S = 0.25
 
 
 class FeatureScreen(EngineScreen):
@@ -97,7 +97,8 @@ class FeatureScreen(EngineScreen):
 
     @property
     def index(self) -> FeatureIndex | None:
-        return open_index(self.engine)
+        session = self.engine.session
+        return session.index if session is not None else None
 
     def action_build_index(self) -> None:
         """Build, load or resume the index (once at a time)."""
@@ -105,29 +106,23 @@ class FeatureScreen(EngineScreen):
         if index is not None and index.complete:
             self.notify("The feature index is complete")
             return
-        if self.build_job is not None and not self.build_job.cancelled:
+        if self.build_job is not None and not self.build_job.done:
             return
         self.run_worker(self._build, group="feature-index", exclusive=True)
 
     async def _build(self) -> None:
         if not await self.wait_ready():
             return
-        engine = self.engine
-        budget = default_budget(engine)
-        job = Job("indexing", self.app.progress_callback("indexing"))
+        session = self.app.session
+        notes: list[str] = []
+        # A build already under way (started elsewhere) is followed, not started twice.
+        job = self.engine.find_job(INDEX_JOB) or self.engine.start(INDEX_JOB, build_index, session, default_budget(session), DEFAULT_TOP_K, None, notes)
         self.build_job = job
         self.build_error = None
-        self.app.track_job(job)
-        builder = IndexBuilder(engine, budget, DEFAULT_TOP_K)
+        # While it builds, pages show what is known so far, refreshed now and then.
+        refresher = self.set_interval(PARTIAL_REFRESH_S, self._refresh_partial)
         try:
-            await engine.run(builder.prepare, job)
-            for note in builder.notes:
-                self.notify(visible(note), markup=False, timeout=8)
-            builder.notes.clear()
-            self._load_page()
-            while not await engine.run(builder.step, job, BUILD_SLICE_S):
-                if time.perf_counter() - self._last_refresh >= PARTIAL_REFRESH_S:
-                    self._load_page()
+            index = await self.app.wait_job(job)
         except Cancelled:
             index = self.index
             done = index.tokens_seen if index is not None else 0
@@ -136,13 +131,18 @@ class FeatureScreen(EngineScreen):
             self.build_error = exc.one_line()
             self.notify(exc.one_line(), severity="error", markup=False, timeout=10)
         else:
-            for note in builder.notes:
-                self.notify(visible(note), markup=False, timeout=8)
-            if builder.seconds > 0:
-                self.notify(f"Feature index ready: {builder.index.describe()} in {builder.seconds:.1f}s")
+            seconds = float(index.meta.get("build_seconds", 0.0))
+            if job.last is not None and seconds > 0:
+                self.notify(f"Feature index ready: {index.describe()} in {seconds:.1f}s")
         finally:
+            refresher.stop()
+            for note in notes:
+                self.notify(visible(note), markup=False, timeout=8)
             self.build_job = None
-            self.app.clear_progress()
+            self._load_page()
+
+    def _refresh_partial(self) -> None:
+        if self.index is not None and time.perf_counter() - self._last_refresh >= PARTIAL_REFRESH_S:
             self._load_page()
 
     # -- showing a feature -------------------------------------------------------------------
@@ -166,7 +166,7 @@ class FeatureScreen(EngineScreen):
     async def _fetch(self, feature_id: int) -> None:
         known = self.page if self.page is not None and self.page.feature_id == feature_id else None
         try:
-            page = await self.engine.run(feature_page, self.engine, feature_id, self.index, self.n_shown, known)
+            page = await self.engine.run(feature_page, self.app.session, feature_id, self.n_shown, known)
         except UserError as exc:
             self.notify(exc.one_line(), severity="error", markup=False)
             return
@@ -317,15 +317,15 @@ class FeatureScreen(EngineScreen):
     # -- keys ------------------------------------------------------------------------------
 
     def _d_sae(self) -> int | None:
-        sae = self.engine.sae
-        return sae.d_sae if sae is not None else None
+        session = self.engine.session
+        return session.d_sae if session is not None else None
 
     def action_goto(self) -> None:
         def opened(value: str | None) -> None:
             if value is None:
                 return
             try:
-                fid = check_feature_id(self.engine, value)
+                fid = check_feature_id(self._d_sae() or 0, value)
             except UserError as exc:
                 self.notify(exc.one_line(), severity="error", markup=False)
                 return

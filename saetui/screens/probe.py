@@ -164,7 +164,7 @@ class ProbeScreen(EngineScreen):
                 return
         extra = [self.selected] if self.selected is not None and self._selected_by_user else []
         try:
-            result = await self.engine.run(probe_text, self.engine, text, extra)
+            result = await self.engine.run(probe_text, self.app.session, text, extra)
         except UserError as exc:
             self.notify(visible(exc.one_line()), severity="error", markup=False)
             return

@@ -89,7 +89,7 @@ class RegistryScreen(EngineScreen):
         rows = self.matching_entries()
         for fid, entry in rows:
             confidence = entry.get("confidence")
-            density, partial = feature_density(self.engine, fid)
+            density, partial = feature_density(self.engine.session, fid)
             table.add_row(
                 Text(str(fid)),
                 literal(str(entry.get("name", ""))),

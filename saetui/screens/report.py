@@ -30,7 +30,6 @@ from ..engine.evaluate import (
     write_report_json,
 )
 from ..engine.metrics import DEFINITIONS
-from ..engine.worker import Job
 from ..messages import OpenFeature, RegistryChanged
 from ..ui.safe_text import literal, visible
 from ..widgets.histogram import Histogram
@@ -109,7 +108,7 @@ class ReportScreen(EngineScreen):
         if not await self.wait_ready():
             return
         try:
-            budget = evaluation_budget(self.engine)
+            budget = evaluation_budget(self.app.session)
         except UserError as exc:
             self._error(exc)
             return
@@ -117,17 +116,16 @@ class ReportScreen(EngineScreen):
 
     async def _evaluate(self, budget: int) -> None:
         self.running = True
-        job = Job(f"evaluating {budget:,} tokens", self.app.progress_callback("evaluating"))
-        self.app.track_job(job)
+        session = self.app.session
         if self.report is None:
             self.query_one("#report-score", Static).update(
                 literal(f"Evaluating the SAE on up to {budget:,} tokens... (x cancels)")
             )
         else:
             self._status_line(f"Recomputing on up to {budget:,} tokens... (x cancels)")
-        high = registry_high_confidence(self.engine, self.app.registry)
+        high = registry_high_confidence(session, self.app.registry)
         try:
-            report = await self.engine.run(evaluate, self.engine, budget, job, True, high)
+            report = await self.app.wait_job(self.engine.start(f"evaluating {budget:,} tokens", evaluate, session, budget, True, high))
         except Cancelled:
             self.notify("Evaluation cancelled; nothing was cached. Press r to run it again.")
             if self.report is None:
@@ -140,7 +138,6 @@ class ReportScreen(EngineScreen):
             return
         finally:
             self.running = False
-            self.app.clear_progress()
         self.report = report
         self.budget = report.budget
         self._show_report()
@@ -237,7 +234,7 @@ class ReportScreen(EngineScreen):
             self.notify("No report yet: wait for the evaluation to finish")
             return
         try:
-            path = write_report_json(self.report, self.engine)
+            path = write_report_json(self.report, self.app.session)
         except UserError as exc:
             self._error(exc)
             return
@@ -257,7 +254,7 @@ class ReportScreen(EngineScreen):
                 "the report already uses all of them"
             )
             return
-        base = self.budget or evaluation_budget(self.engine)
+        base = self.budget or evaluation_budget(self.app.session)
         budget = base * RECOMPUTE_FACTOR if report is not None else base
         self.run_worker(self._evaluate(budget), group="evaluate", exclusive=True)
 
@@ -271,7 +268,7 @@ class ReportScreen(EngineScreen):
     def _apply_registry(self) -> None:
         if self.report is None:
             return
-        apply_registry(self.report.data, registry_high_confidence(self.engine, self.app.registry))
+        apply_registry(self.report.data, registry_high_confidence(self.app.session, self.app.registry))
         self._show_report()
 
     def on_registry_changed(self, message: RegistryChanged) -> None:

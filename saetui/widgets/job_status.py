@@ -10,7 +10,7 @@ from ..engine.worker import Progress
 
 
 class JobStatus(Horizontal):
-    """Hidden while the engine is idle."""
+    """Hidden while the engine is idle; follows the app's `job_progress`."""
 
     DEFAULT_CSS = """
     JobStatus { height: 1; display: none; padding: 0 1; background: $boost; }
@@ -23,10 +23,20 @@ class JobStatus(Horizontal):
         yield Label("", id="job-label")
         yield ProgressBar(total=100, show_eta=False, id="job-bar")
 
+    def on_mount(self) -> None:
+        if hasattr(self.app, "job_progress"):
+            self.watch(self.app, "job_progress", self._follow)
+
+    def _follow(self, progress: Progress | None) -> None:
+        if progress is None:
+            self.clear()
+        else:
+            self.show(progress)
+
     def show(self, progress: Progress) -> None:
         self.add_class("-busy")
         label = progress.describe()
-        if progress.total and progress.done < progress.total:
+        if not progress.finished:
             label += "  (x: cancel)"
         self.query_one("#job-label", Label).update(label)
         self.query_one("#job-bar", ProgressBar).update(total=max(progress.total, 1), progress=progress.done)
