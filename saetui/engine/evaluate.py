@@ -42,7 +42,7 @@ from .report import (
     DenseFeature,
     EvaluationReport,
     FeatureDensity,
-    Histogram,
+    HistogramBins,
     Interpretability,
     L0Distribution,
     Meta,
@@ -460,7 +460,7 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
         model_behaviour=model_behaviour,
         l0_distribution=L0Distribution(
             mean=l0d["mean"], median=l0d["median"], p10=l0d["p10"], p90=l0d["p90"], k=int(l0d["k"]),
-            histogram=Histogram(bin_edges=l0d["histogram"]["bin_edges"], counts=l0d["histogram"]["counts"]),
+            histogram=HistogramBins(bin_edges=l0d["histogram"]["bin_edges"], counts=l0d["histogram"]["counts"]),
         ),
         dead_features=DeadFeatures(
             strict=guide["dead_features"],

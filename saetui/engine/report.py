@@ -206,7 +206,9 @@ class ModelBehaviour(Section):
 
 
 @dataclass
-class Histogram(Section):
+class HistogramBins(Section):
+    """Counts per bin between consecutive edges."""
+
     bin_edges: list[float]
     counts: list[int]
 
@@ -218,7 +220,7 @@ class L0Distribution(Section):
     p10: float | None
     p90: float | None
     k: int
-    histogram: Histogram
+    histogram: HistogramBins
 
 
 @dataclass
@@ -386,8 +388,8 @@ class EvaluationReport(Section):
     score: Score
     advice: list[Advice]
     # -- not written --
-    from_cache: bool = field(default=False, metadata={"json": False})
-    cache_file: Path | None = field(default=None, metadata={"json": False})
+    from_cache: bool = field(default=False, compare=False, metadata={"json": False})
+    cache_file: Path | None = field(default=None, compare=False, metadata={"json": False})
 
     def to_json(self) -> dict[str, Any]:
         """The JSON report (non-finite numbers as null)."""
