@@ -161,7 +161,7 @@ async def test_a_bad_dataset_is_a_notification_not_a_crash(setup, tmp_path):
 
 @pytest.mark.parametrize("width", [12, 37, 80])
 def test_histogram_fits_its_width_and_merges_bins(width):
-    from saetui.widgets.histogram import render_histogram
+    from saetui.ui.histogram import render_histogram
 
     counts = list(range(100))
     edges = [float(i) for i in range(101)]
@@ -177,7 +177,7 @@ def test_histogram_fits_its_width_and_merges_bins(width):
 
 
 def test_histogram_bar_heights_follow_counts():
-    from saetui.widgets.histogram import render_histogram
+    from saetui.ui.histogram import render_histogram
 
     text = render_histogram([8, 4, 0, 1], [0, 1, 2, 3, 4], width=10, height=1)
     row = text.plain.splitlines()[0].split("│", 1)[1]
@@ -185,6 +185,6 @@ def test_histogram_bar_heights_follow_counts():
 
 
 def test_histogram_without_data():
-    from saetui.widgets.histogram import render_histogram
+    from saetui.ui.histogram import render_histogram
 
     assert "(no data)" in render_histogram([], [], width=20).plain

@@ -58,7 +58,8 @@ def test_top_texts_json_matches_the_api_and_uses_the_cache(capsys, tiny_setup, e
         assert r["token"] in r["window"] and r["window"] in r["text"]
 
 
-def test_top_texts_builds_with_progress_then_reuses(capsys, tiny_setup):
+def test_top_texts_builds_with_progress_then_reuses(capsys, tiny_setup, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich draws progress only on a terminal: stderr counts as one
     argv = ["top-texts", *common(tiny_setup, "5"), "--max-tokens", BUDGET, "--top-k", "3"]
     code, out, err = run(capsys, *argv)
     assert code == 0, err

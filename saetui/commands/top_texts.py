@@ -2,7 +2,7 @@
 
 The guide's `get_top_activating_texts`, answered from the feature index: the cached one
 when there is one for this SAE, model, hook, dataset and budget, else built now (one
-pass, progress on stderr) and cached for next time.
+pass, Rich's progress on stderr when it is a terminal) and cached for next time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from ..engine.features import check_feature_id, show_context
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
-from ..engine.worker import Progress
+from ..ui.progress import cli_progress
 from ..ui.safe_text import visible
 
 
@@ -42,49 +42,16 @@ def print_notes(notes: list[str]) -> None:
         print(f"saetui: note: {note}", file=sys.stderr)
 
 
-class StderrProgress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-        self._last = 0.0
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.perf_counter()
-        finished = progress.total and progress.done >= progress.total
-        if not self.tty and not finished and now - self._last < 5.0:
-            return
-        self._last = now
-        width = 24
-        filled = int(round(width * progress.fraction))
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {progress.describe()}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:200] + "\x1b[K")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def run(args: argparse.Namespace, engine) -> int:
     tier_for(args.top_k)  # 1..100, or a one-line error before any work
     session = engine.call_job("loading", engine.opening)
     fid = check_feature_id(session.d_sae, args.feature)
-    progress = StderrProgress()
     notes: list[str] = []
     started = time.perf_counter()
-    try:
+    with cli_progress() as progress:
         # Ctrl-C stops the build at the next batch; it checkpoints, and the next run resumes it.
         index = engine.call_job("indexing", build_index, session, default_budget(session), args.top_k, None, notes, on_progress=progress)
-    finally:
-        progress.close()
-    built = progress.shown
+    built = progress.reported
     print_notes(notes)
     stats = index.feature(fid)
     shown = engine.call(lambda: [show_context(session, index, e) for e in stats.top[: args.top_k]])

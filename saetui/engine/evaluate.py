@@ -17,6 +17,8 @@ A finished report is cached under the user cache directory, keyed by
 budget; a cancelled evaluation (the generator closed) writes nothing. The
 registry-dependent part (features named with confidence high count as interpretable) is
 applied each time a report is returned, so a cached report follows the registry.
+
+The report itself is typed (`report.py`); the rubric that grades it is `rubric.py`.
 """
 
 from __future__ import annotations
@@ -24,15 +26,35 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import mlx.core as mx
 import numpy as np
 
-from . import cache, metrics
+from . import cache, metrics, rubric
 from .errors import UserError
+from .report import (
+    Advice,
+    Architecture,
+    Bands,
+    DeadFeatures,
+    DenseFeature,
+    EvaluationReport,
+    FeatureDensity,
+    HistogramBins,
+    Interpretability,
+    L0Distribution,
+    Meta,
+    ModelBehaviour,
+    NamedFeature,
+    Reconstruction,
+    ReconstructionExtra,
+    Score,
+    Settings,
+    Sparsity,
+    TokenFeature,
+)
 from .sae import BATCH_TOPK
 from .session import THRESHOLD_BATCH, THRESHOLD_CALIBRATED, Session
 from .tokens import token_string
@@ -43,30 +65,6 @@ DEFAULT_EVAL_TOKENS = 16_384
 REPORT_FORMAT = 1
 DENSEST_LISTED = 20
 DEAD_LISTED = 200
-
-
-@dataclass
-class EvaluationReport:
-    """A finished evaluation: `data` is the JSON report (guide keys + saetui's sections)."""
-
-    data: dict[str, Any]
-    from_cache: bool = False
-    cache_file: Path | None = None
-
-    @property
-    def score(self) -> dict[str, Any]:
-        return self.data["score"]
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.data["settings"]
-
-    @property
-    def budget(self) -> int:
-        return int(self.settings["budget"])
-
-    def to_json(self) -> dict[str, Any]:
-        return metrics.finite_or_none(self.data)
 
 
 # -- the entry points (worker thread) --------------------------------------------------------
@@ -89,11 +87,24 @@ def report_cache_file(session: Session, budget: int) -> Path:
 def cached_report(session: Session, max_tokens: int | None = None, registry: Any = None) -> EvaluationReport | None:
     """The finished report for these settings, if one is cached (no model run)."""
     path = report_cache_file(session, evaluation_budget(session, max_tokens))
-    data = cache.read_json(path)
-    if not isinstance(data, dict) or data.get("saetui", {}).get("report_format") != REPORT_FORMAT:
+    report = _read_report(path)
+    if report is None:
         return None
-    apply_registry(data, registry_high_confidence(session, registry))
-    return EvaluationReport(data, from_cache=True, cache_file=path)
+    report.from_cache, report.cache_file = True, path
+    apply_registry(report, registry_high_confidence(session, registry))
+    return report
+
+
+def _read_report(path: Path) -> EvaluationReport | None:
+    """The report in `path`, or None when it is missing, damaged or of another format."""
+    data = cache.read_json(path)
+    if data is None:
+        return None
+    try:
+        report = EvaluationReport.from_json(data)
+    except ValueError:
+        return None
+    return report if report.meta.report_format == REPORT_FORMAT else None
 
 
 def evaluate(
@@ -113,42 +124,47 @@ def evaluate(
         hit = cached_report(session, budget, registry)
         if hit is not None:
             return hit
-    data = yield from _measure(session, budget)
+    report = yield from _measure(session, budget)
     # Only a finished evaluation reaches this line; a cancelled one was closed above.
-    cache.atomic_write_json(path, metrics.finite_or_none(data))
-    data = cache.read_json(path) or data
-    apply_registry(data, registry_high_confidence(session, registry))
-    return EvaluationReport(data, from_cache=False, cache_file=path)
+    cache.atomic_write_json(path, report.to_json())
+    # What is shown is what was cached (non-finite numbers read back as None).
+    report = _read_report(path) or report
+    report.from_cache, report.cache_file = False, path
+    apply_registry(report, registry_high_confidence(session, registry))
+    return report
 
 
-def apply_registry(data: dict[str, Any], registry_high: dict[int, str]) -> None:
+def apply_registry(report: EvaluationReport, registry_high: dict[int, str]) -> None:
     """Count the registry's high-confidence features, then redo bands, score and advice."""
-    interp = data["interpretability"]
-    counted = {int(f["feature"]) for f in interp["token_features"]}
-    extra = [{"feature": fid, "name": name} for fid, name in sorted(registry_high.items()) if fid not in counted]
-    interp["registry_features"] = extra
-    interp["count"] = len(interp["token_features"]) + len(extra)
-    apply_rubric(data)
+    interp = report.interpretability
+    counted = {f.feature for f in interp.token_features}
+    interp.registry_features = [NamedFeature(fid, name) for fid, name in sorted(registry_high.items()) if fid not in counted]
+    interp.count = len(interp.token_features) + len(interp.registry_features)
+    apply_rubric(report)
 
 
-def apply_rubric(data: dict[str, Any]) -> None:
+def apply_rubric(report: EvaluationReport) -> None:
     """Bands, the guide's score and rating, and advice, from the measured numbers."""
-    rec, spa = data["reconstruction"], data["sparsity"]
-    n_interp = int(data["interpretability"]["count"])
-    bands = {
-        "mse": metrics.band("mse", rec["mse"]),
-        "cosine_similarity": metrics.band("cosine_similarity", rec["cosine_similarity"]),
-        "explained_variance": metrics.band("explained_variance", rec["explained_variance"]),
-        "l0": metrics.l0_band(_num(spa["l0_mean"]), int(data["architecture"]["k"])),
-        "dead_fraction": metrics.band("dead_fraction", spa["dead_fraction"]),
-        "interpretability": metrics.band("interpretability", n_interp),
-    }
-    score = metrics.quality_score(_num(rec["cosine_similarity"]), float(spa["dead_fraction"]), n_interp)
-    data["bands"] = bands
-    data["score"] = score
-    data["quality_score"] = score["total"]
-    data["max_score"] = metrics.MAX_SCORE
-    data["advice"] = metrics.advice(bands, float(spa["dead_fraction"]))
+    report.bands, report.score, report.advice = _graded(
+        report.reconstruction, report.sparsity, report.architecture.k, report.interpretability.count
+    )
+    report.quality_score = report.score.total
+    report.max_score = rubric.MAX_SCORE
+
+
+def _graded(rec: Reconstruction, spa: Sparsity, k: int, n_interp: int) -> tuple[Bands, Score, list[Advice]]:
+    """The rubric applied to the measured numbers: bands, score, advice."""
+    bands = Bands(
+        mse=rubric.band("mse", rec.mse),
+        cosine_similarity=rubric.band("cosine_similarity", rec.cosine_similarity),
+        explained_variance=rubric.band("explained_variance", rec.explained_variance),
+        l0=rubric.l0_band(_num(spa.l0_mean), int(k)),
+        dead_fraction=rubric.band("dead_fraction", spa.dead_fraction),
+        interpretability=rubric.band("interpretability", n_interp),
+    )
+    score = Score(**rubric.quality_score(_num(rec.cosine_similarity), float(spa.dead_fraction), n_interp))
+    advice = [Advice.from_json(item) for item in rubric.advice(bands.to_json(), float(spa.dead_fraction))]
+    return bands, score, advice
 
 
 # -- the measurement ---------------------------------------------------------------------------
@@ -202,7 +218,7 @@ class _TopActivations:
         return out
 
 
-def _measure(session: Session, budget: int) -> LongWork[dict[str, Any]]:
+def _measure(session: Session, budget: int) -> LongWork[EvaluationReport]:
     sae, runner, hook = session.sae, session.runner, session.hook
     corpus = session.corpus(budget)
     first = corpus.first_position
@@ -339,16 +355,17 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes) -> dict[str, Any]:
+def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes) -> EvaluationReport:
     sae = session.sae
     described = session.describe()
     r = recon.result()
     s = sparsity.result()
+    guide = s["guide"]
     counts = sparsity.counts
     n_tokens = sparsity.n_tokens
 
     # Interpretability: the token-dominance criterion on the most frequent live features.
-    candidates = [int(f) for f in np.argsort(-counts, kind="stable")[: metrics.INTERP_CANDIDATES] if counts[f] > 0]
+    candidates = [int(f) for f in np.argsort(-counts, kind="stable")[: rubric.INTERP_CANDIDATES] if counts[f] > 0]
     ids_by_feature = top.token_ids(candidates)
     strings: dict[int, str] = {}
 
@@ -358,11 +375,12 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
         return strings[tid]
 
     top_strings = {fid: [string_of(t) for t in ids] for fid, ids in ids_by_feature.items()}
-    token_features = metrics.interpretable_features(counts, top_strings)
+    token_features = [TokenFeature(int(f["feature"]), str(f["token"]), float(f["share"]))
+                      for f in metrics.interpretable_features(counts, top_strings)]
 
     densest = [int(f) for f in np.argsort(-counts, kind="stable")[:DENSEST_LISTED] if counts[f] > 0]
     dead_ids = np.nonzero(counts == 0)[0]
-    if s["guide"]["dead_features"] == sae.d_sae:
+    if guide["dead_features"] == sae.d_sae:
         notes.append(
             "Every feature is dead on these tokens: the SAE outputs only its decoder bias. "
             "Check the hook (--layer, --component) and the model the SAE was trained on"
@@ -388,85 +406,88 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
         else "The tokenizer has no BOS token: every position counts"
     )
 
-    behaviour_section: dict[str, Any] = {"available": behaviour_off is None}
     if behaviour_off is None:
-        behaviour_section.update(behaviour.result())
+        model_behaviour = ModelBehaviour(available=True, **behaviour.result())
     else:
-        behaviour_section["reason"] = behaviour_off
+        model_behaviour = ModelBehaviour(available=False, reason=behaviour_off)
 
     d_model, d_sae = sae.d_model, sae.d_sae
-    data: dict[str, Any] = {
+    reconstruction = Reconstruction(
+        mse=r["mse"], cosine_similarity=r["cosine_similarity"], explained_variance=r["explained_variance"]
+    )
+    sparsity_section = Sparsity(**guide)
+    architecture = Architecture(
+        type=sae.kind, d_model=int(d_model), d_hidden=int(d_sae), expansion=float(d_sae / d_model), k=int(sae.k)
+    )
+    interpretability = Interpretability(
+        criterion=rubric.DEFINITIONS["interpretability"],
+        candidates=len(candidates),
+        token_features=token_features,
+        registry_features=[],
+        count=len(token_features),
+    )
+    l0d = s["l0_distribution"]
+    density = s["density"]
+    bands, score, advice = _graded(reconstruction, sparsity_section, architecture.k, interpretability.count)
+    return EvaluationReport(
         # -- the guide's keys (examples/evaluate_sae.py) --
-        "sae_path": "demo" if session.is_demo else str(session.sae_path),
-        "model": session.model_name,
-        "layer": described.get("layer"),
-        "component": described.get("component"),
-        "architecture": {
-            "type": sae.kind,
-            "d_model": int(d_model),
-            "d_hidden": int(d_sae),
-            "expansion": float(d_sae / d_model),
-            "k": int(sae.k),
-        },
-        "reconstruction": {
-            "mse": r["mse"],
-            "cosine_similarity": r["cosine_similarity"],
-            "explained_variance": r["explained_variance"],
-        },
-        "sparsity": s["guide"],
-        "quality_score": 0.0,
-        "max_score": metrics.MAX_SCORE,
+        sae_path="demo" if session.is_demo else str(session.sae_path),
+        model=session.model_name,
+        layer=described.get("layer"),
+        component=described.get("component"),
+        architecture=architecture,
+        reconstruction=reconstruction,
+        sparsity=sparsity_section,
+        quality_score=score.total,
+        max_score=rubric.MAX_SCORE,
         # -- saetui's sections --
-        "reconstruction_extra": {
-            "explained_variance_saebench": r["explained_variance_saebench"],
-            "l2_ratio": r["l2_ratio"],
-        },
-        "model_behaviour": behaviour_section,
-        "l0_distribution": s["l0_distribution"],
-        "dead_features": {
-            "strict": s["guide"]["dead_features"],
-            "strict_fraction": s["dead_fraction_strict"],
-            "practical": s["guide"]["dead_features_practical"],
-            "practical_fraction": s["guide"]["dead_fraction"],
-            "rare_threshold": s["guide"]["rare_threshold"],
-            "strict_ids": [int(f) for f in dead_ids[:DEAD_LISTED]],
-        },
-        "feature_density": dict(
-            s["density"],
-            densest=[{"feature": f, "count": int(counts[f]), "density": float(counts[f] / n_tokens)} for f in densest],
+        reconstruction_extra=ReconstructionExtra(
+            explained_variance_saebench=r["explained_variance_saebench"], l2_ratio=r["l2_ratio"]
         ),
-        "interpretability": {
-            "criterion": metrics.DEFINITIONS["interpretability"],
-            "candidates": len(candidates),
-            "token_features": token_features,
-            "registry_features": [],
-            "count": len(token_features),
-        },
-        "settings": {
-            "dataset": corpus.name,
-            "budget": int(budget),
-            "tokens_total": int(corpus.n_tokens),
-            "tokens_evaluated": int(n_tokens),
-            "contexts": int(corpus.n_contexts),
-            "context_len": int(corpus.context_len),
-            "bos_excluded": bool(first),
-            "seed": None,
-            "selection": "the first contexts of the dataset, in order (deterministic, no sampling)",
-            "threshold_mode": threshold_mode,
-            "threshold": threshold,
-            "batch_size": batch_size,
-            "splice": "the SAE's reconstruction replaces the hook's output at every non-BOS position inside the model's forward pass",
-        },
-        "notes": notes,
-        "definitions": dict(metrics.DEFINITIONS),
-        "saetui": {
-            "report_format": REPORT_FORMAT,
-            "version": _version(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
-    apply_rubric(data)
-    return data
+        model_behaviour=model_behaviour,
+        l0_distribution=L0Distribution(
+            mean=l0d["mean"], median=l0d["median"], p10=l0d["p10"], p90=l0d["p90"], k=int(l0d["k"]),
+            histogram=HistogramBins(bin_edges=l0d["histogram"]["bin_edges"], counts=l0d["histogram"]["counts"]),
+        ),
+        dead_features=DeadFeatures(
+            strict=guide["dead_features"],
+            strict_fraction=s["dead_fraction_strict"],
+            practical=guide["dead_features_practical"],
+            practical_fraction=guide["dead_fraction"],
+            rare_threshold=guide["rare_threshold"],
+            strict_ids=[int(f) for f in dead_ids[:DEAD_LISTED]],
+        ),
+        feature_density=FeatureDensity(
+            **density,
+            densest=[DenseFeature(f, int(counts[f]), float(counts[f] / n_tokens)) for f in densest],
+        ),
+        interpretability=interpretability,
+        settings=Settings(
+            dataset=corpus.name,
+            budget=int(budget),
+            tokens_total=int(corpus.n_tokens),
+            tokens_evaluated=int(n_tokens),
+            contexts=int(corpus.n_contexts),
+            context_len=int(corpus.context_len),
+            bos_excluded=bool(first),
+            seed=None,
+            selection="the first contexts of the dataset, in order (deterministic, no sampling)",
+            threshold_mode=threshold_mode,
+            threshold=threshold,
+            batch_size=batch_size,
+            splice="the SAE's reconstruction replaces the hook's output at every non-BOS position inside the model's forward pass",
+        ),
+        notes=notes,
+        definitions=dict(rubric.DEFINITIONS),
+        meta=Meta(
+            report_format=REPORT_FORMAT,
+            version=_version(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        ),
+        bands=bands,
+        score=score,
+        advice=advice,
+    )
 
 
 def registry_high_confidence(session: Session, registry: Any = None) -> dict[int, str]:
@@ -576,79 +597,3 @@ def evaluation_throughput(session: Session, max_tokens: int | None = None) -> di
         "tokens_per_s": corpus.n_tokens / full if full > 0 else float("inf"),
         "ratio_to_forward": full / bare if bare > 0 else float("inf"),
     }
-
-
-# -- what the terminal report and the screen show ------------------------------------------------
-
-# Band colours shared by `saetui eval` and the report screen.
-BAND_STYLES = {
-    metrics.EXCELLENT: "bold green",
-    metrics.GOOD: "green",
-    metrics.FAIR: "yellow",
-    metrics.POOR: "bold red",
-}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the report: a metric, its value, its band (if any) and a detail."""
-
-    section: str
-    label: str
-    value: str
-    band: str | None = None
-    detail: str = ""
-    definition: str = ""  # key into metrics.DEFINITIONS
-
-
-def _f(v: Any, spec: str) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
-
-
-def summary_rows(data: dict[str, Any]) -> list[Row]:
-    """The report's metrics as rows of text, in the order both front ends show them."""
-    rec, spa, bands = data["reconstruction"], data["sparsity"], data["bands"]
-    extra, l0d, dead = data["reconstruction_extra"], data["l0_distribution"], data["dead_features"]
-    dens, interp, mb = data["feature_density"], data["interpretability"], data["model_behaviour"]
-    d_sae = data["architecture"]["d_hidden"]
-    rows = [
-        Row("Reconstruction", "MSE", _f(rec["mse"], ".4g"), bands["mse"], "", "mse"),
-        Row("Reconstruction", "Cosine similarity", _f(rec["cosine_similarity"], ".4f"), bands["cosine_similarity"], "", "cosine_similarity"),
-        Row("Reconstruction", "Explained variance", _f(rec["explained_variance"], ".1%"), bands["explained_variance"],
-            f"SAEBench form {_f(extra['explained_variance_saebench'], '.1%')}", "explained_variance"),
-        Row("Reconstruction", "L2 ratio |x̂|/|x|", _f(extra["l2_ratio"], ".3f"), None, "below 1: shrinkage", "l2_ratio"),
-        Row("Sparsity", "L0 mean", f"{_f(spa['l0_mean'], '.1f')} (k {data['architecture']['k']})", bands["l0"],
-            f"median {_f(l0d['median'], 'g')}, p10 {_f(l0d['p10'], 'g')}, p90 {_f(l0d['p90'], 'g')}", "l0"),
-        Row("Sparsity", "Dead (practical)", f"{spa['dead_features_practical']:,}/{d_sae:,} ({spa['dead_fraction']:.1%})",
-            bands["dead_fraction"], f"< {spa['rare_threshold']:,} firings", "dead_features"),
-        Row("Sparsity", "Dead (strict)", f"{spa['dead_features']:,}/{d_sae:,} ({dead['strict_fraction']:.1%})", None, "never fire", "dead_features"),
-        Row("Sparsity", "Dense features", f"{dens['dense_features']:,} ({dens['dense_fraction']:.1%})", None,
-            f"fire on > {dens['dense_threshold']:.0%} of tokens", "density"),
-        Row("Interpretability", "Interpretable", f"{interp['count']}", bands["interpretability"],
-            f"{len(interp['token_features'])} token-dominated, {len(interp['registry_features'])} named (high)", "interpretability"),
-    ]
-    if mb.get("available"):
-        rows += [
-            Row("Model behaviour", "CE clean/SAE/zero",
-                f"{_f(mb['ce_loss_clean'], '.3f')} / {_f(mb['ce_loss_sae'], '.3f')} / {_f(mb['ce_loss_zero'], '.3f')}", None, "nats", "ce_loss"),
-            Row("Model behaviour", "CE loss recovered", _f(mb["ce_loss_recovered"], ".3f"), None,
-                "1 is perfect" if mb["ce_loss_recovered"] is not None else "undefined: zero ablation changes nothing", "ce_loss_recovered"),
-            Row("Model behaviour", "KL SAE / zero", f"{_f(mb['kl_div_sae'], '.4f')} / {_f(mb['kl_div_zero'], '.4f')}", None, "nats", "kl"),
-            Row("Model behaviour", "KL score", _f(mb["kl_score"], ".3f"), None,
-                "1 is perfect" if mb["kl_score"] is not None else "undefined: zero ablation changes nothing", "kl"),
-        ]
-    else:
-        rows.append(Row("Model behaviour", "CE loss / KL", "not computed", None, str(mb.get("reason", "")), "ce_loss"))
-    return rows
-
-
-def describe_settings(data: dict[str, Any]) -> str:
-    """One line: how many tokens of which dataset, BOS policy, threshold mode."""
-    s = data["settings"]
-    line = (
-        f"{s['tokens_evaluated']:,} tokens ({s['contexts']:,} contexts of {s['context_len']}"
-        f"{', BOS excluded' if s['bos_excluded'] else ''}) of {Path(str(s['dataset'])).name}, budget {s['budget']:,}"
-    )
-    if s.get("threshold_mode"):
-        line += f"; BatchTopK {s['threshold_mode']} threshold"
-    return line

@@ -19,18 +19,18 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from ..commands.eval import advice_text, header_text, metrics_table, notes_text, score_text, token_features_text
 from ..engine.errors import Cancelled, UserError
 from ..engine.evaluate import (
-    EvaluationReport,
     apply_registry,
     evaluate,
     evaluation_budget,
     registry_high_confidence,
     write_report_json,
 )
-from ..engine.metrics import DEFINITIONS
+from ..engine.report import EvaluationReport
+from ..engine.rubric import DEFINITIONS
 from ..messages import OpenFeature, RegistryChanged
+from ..ui.report import advice_text, header_text, metrics_table, notes_text, score_text, token_features_text
 from ..ui.safe_text import literal, visible
 from ..widgets.histogram import Histogram
 from .base import EngineScreen
@@ -153,45 +153,44 @@ class ReportScreen(EngineScreen):
         report = self.report
         if report is None:
             return
-        data = report.data
         self.remove_class("-no-report")
-        score = score_text(data)
-        if data["score"]["proceed"]:
+        score = score_text(report)
+        if report.score.proceed:
             score.append(" (2: the feature screen)", style="dim")
         self.query_one("#report-score", Static).update(score)
         self._status_line()
-        found = token_features_text(data)
-        table = metrics_table(data)
+        found = token_features_text(report)
+        table = metrics_table(report)
         self.query_one("#report-metrics", Static).update(Group(table, found) if found.plain else table)
-        advice = advice_text(data)
+        advice = advice_text(report)
         self.query_one("#report-advice", Static).update(
             advice if advice.plain else Text("No advice: nothing is poor.", style="dim")
         )
-        dens = data["feature_density"]
+        dens = report.feature_density
         self.query_one("#report-density", Histogram).plot(
-            dens["counts"], dens["log10_bin_edges"], x_label=f"| = 10 %; {dens['dead']:,} dead apart", markers={-1.0: "|"}
+            dens.counts, dens.log10_bin_edges, x_label=f"| = 10 %; {dens.dead:,} dead apart", markers={-1.0: "|"}
         )
-        l0 = data["l0_distribution"]
+        l0 = report.l0_distribution
         self.query_one("#report-l0", Histogram).plot(
-            l0["histogram"]["counts"],
-            l0["histogram"]["bin_edges"],
-            x_label=f"median {l0['median']:g} p10 {l0['p10']:g} p90 {l0['p90']:g}",
-            markers={l0["k"] + 0.5: "k"},
+            l0.histogram.counts,
+            l0.histogram.bin_edges,
+            x_label=f"median {l0.median:g} p10 {l0.p10:g} p90 {l0.p90:g}",
+            markers={l0.k + 0.5: "k"},
         )
         self._render_features()
-        notes = notes_text(data)
+        notes = notes_text(report)
         self.query_one("#report-notes", Static).update(notes)
 
     def _status_line(self, extra: str | None = None) -> None:
         report = self.report
         line = Text()
         if report is not None:
-            line.append_text(header_text(report.data, cached=report.from_cache))
+            line.append_text(header_text(report))
             line.append("\n")
         if extra:
             line.append(extra, style="bold")
         elif report is not None:
-            if report.settings["tokens_total"] < report.budget:
+            if report.settings.tokens_total < report.budget:
                 again = "the dataset is used up"
             else:
                 again = f"r recompute on {report.budget * RECOMPUTE_FACTOR:,} tokens"
@@ -199,20 +198,20 @@ class ReportScreen(EngineScreen):
         self.query_one("#report-status", Static).update(line)
 
     def _render_features(self) -> None:
-        data = self.report.data
+        report = self.report
         densest = self.query_one("#report-densest", FeatureList)
         densest.clear()
-        for item in data["feature_density"]["densest"]:
-            fid = int(item["feature"])
+        for item in report.feature_density.densest:
+            fid = item.feature
             densest.add_row(
-                Text(str(fid)), Text(f"{item['density']:.2%}", justify="right"), self._feature_label(fid), key=str(fid)
+                Text(str(fid)), Text(f"{item.density:.2%}", justify="right"), self._feature_label(fid), key=str(fid)
             )
         dead = self.query_one("#report-dead", FeatureList)
         dead.clear()
-        ids = data["dead_features"]["strict_ids"]
+        ids = report.dead_features.strict_ids
         for fid in ids:
             dead.add_row(Text(str(fid)), self._feature_label(fid), key=str(fid))
-        total = data["dead_features"]["strict"]
+        total = report.dead_features.strict
         dead.border_title = f"dead features: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
         if total:
             dead.border_title += " (enter: open)"
@@ -248,9 +247,9 @@ class ReportScreen(EngineScreen):
             self.notify("The model is still loading")
             return
         report = self.report
-        if report is not None and report.settings["tokens_total"] < report.budget:
+        if report is not None and report.settings.tokens_total < report.budget:
             self.notify(
-                f"The dataset holds only {report.settings['tokens_total']:,} tokens in whole contexts; "
+                f"The dataset holds only {report.settings.tokens_total:,} tokens in whole contexts; "
                 "the report already uses all of them"
             )
             return
@@ -268,7 +267,7 @@ class ReportScreen(EngineScreen):
     def _apply_registry(self) -> None:
         if self.report is None:
             return
-        apply_registry(self.report.data, registry_high_confidence(self.app.session, self.app.registry))
+        apply_registry(self.report, registry_high_confidence(self.app.session, self.app.registry))
         self._show_report()
 
     def on_registry_changed(self, message: RegistryChanged) -> None:
