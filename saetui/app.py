@@ -33,6 +33,9 @@ from .screens.registry import RegistryScreen
 from .screens.report import ReportScreen
 from .ui.safe_text import visible
 
+# Seconds between two progress updates posted to the screen.
+PROGRESS_INTERVAL_S = 0.1
+
 SCREEN_NAMES = {
     "report": "Report",
     "feature": "Feature",
@@ -73,6 +76,7 @@ class SaetuiApp(App[int]):
         self._load_error: str | None = None
         self.fatal_error: str | None = None
         # Progress of long work arrives from the worker thread as posted messages.
+        self._last_progress_post = 0.0
         engine.on_progress = self._post_job_progress
         # The user's feature names; a file that cannot be read opens read-only (never overwritten).
         self.registry = Registry.load(registry_path_for(engine))
@@ -139,7 +143,12 @@ class SaetuiApp(App[int]):
         return await asyncio.shield(asyncio.wrap_future(job.future))
 
     def _post_job_progress(self, job: Job, progress: Progress | None) -> None:
-        # Worker thread: post_message is thread-safe.
+        # Worker thread: post_message is thread-safe. At most ~10 updates a second reach the
+        # screen; the first, the last and the end of a job always do.
+        now = time.monotonic()
+        if progress is not None and not progress.finished and progress.done and now - self._last_progress_post < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress_post = now
         self.post_message(JobProgress(job, progress))
 
     @on(JobProgress)

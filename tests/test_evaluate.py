@@ -10,11 +10,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from support import write_sae
+from support import OpenedSession, open_session, write_sae
 
 from saetui.engine import cache
 from saetui.engine import metrics as m
-from saetui.engine.engine import THRESHOLD_BATCH, Engine, EngineSettings
+from saetui.engine.engine import THRESHOLD_BATCH
 from saetui.engine.errors import Cancelled, UserError
 from saetui.engine.evaluate import (
     cached_report,
@@ -24,18 +24,15 @@ from saetui.engine.evaluate import (
     write_report_json,
 )
 from saetui.engine.tokens import token_string
-from saetui.engine.worker import Job
 
 CTX = 32
 BUDGET = CTX * 10  # 10 contexts: batches of 4, 4 and 2
 
 
-def make_engine(sae: str, dataset: str, **settings) -> Engine:
+def make_engine(sae: str, dataset: str, **settings) -> OpenedSession:
     settings.setdefault("context_len", CTX)
     settings.setdefault("batch_size", 4)
-    engine = Engine(EngineSettings(sae=sae, dataset=dataset, **settings))
-    engine.worker.call(engine.open)
-    return engine
+    return open_session(sae=sae, dataset=dataset, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +42,9 @@ def engine(tiny_setup):
     e.close()
 
 
-def run_eval(engine: Engine, budget: int = BUDGET, **kw):
+def run_eval(engine: OpenedSession, budget: int = BUDGET, on_progress=None, **kw):
     kw.setdefault("registry", {})
-    return engine.worker.call(lambda: evaluate(engine, budget, **kw))
+    return engine.engine.call_job("evaluating", evaluate, engine.session, budget, on_progress=on_progress, **kw)
 
 
 def _sae_weights(path: str) -> dict[str, np.ndarray]:
@@ -59,19 +56,19 @@ def _log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def _independent(engine: Engine, sae_path: str, budget: int = BUDGET) -> dict:
+def _independent(engine: OpenedSession, sae_path: str, budget: int = BUDGET) -> dict:
     """The report's numbers from whole arrays: numpy SAE, numpy metrics, one forward per variant."""
 
     def forward():
-        corpus = engine.corpus(budget)
+        corpus = engine.session.corpus(budget)
         tokens = mx.array(corpus.contexts)
-        x = np.array(engine.runner.activations(tokens, engine.hook).astype(mx.float32))
-        clean = np.array(engine.runner.logits(tokens).astype(mx.float32))
+        x = np.array(engine.session.runner.activations(tokens, engine.session.hook).astype(mx.float32))
+        clean = np.array(engine.session.runner.logits(tokens).astype(mx.float32))
         return corpus, x, clean
 
-    corpus, x_all, clean = engine.worker.call(forward)
+    corpus, x_all, clean = engine.on_worker(forward)
     w = _sae_weights(sae_path)
-    k = engine.sae.k
+    k = engine.session.sae.k
     x = x_all[:, 1:].astype(np.float64)  # BOS excluded
     pre = np.maximum(x @ w["encoder.weight"].T + w["encoder.bias"], 0)
     kth = -np.sort(-pre, axis=-1)[..., k - 1 : k]
@@ -82,10 +79,10 @@ def _independent(engine: Engine, sae_path: str, budget: int = BUDGET) -> dict:
         def work():
             tokens = mx.array(corpus.contexts)
             rep = mx.array(replacement.astype(np.float32))
-            out = engine.runner.logits(tokens, engine.hook, replace=lambda a: mx.concatenate([a[:, :1], rep.astype(a.dtype)], axis=1))
+            out = engine.session.runner.logits(tokens, engine.session.hook, replace=lambda a: mx.concatenate([a[:, :1], rep.astype(a.dtype)], axis=1))
             return np.array(out.astype(mx.float32))
 
-        return engine.worker.call(work)
+        return engine.on_worker(work)
 
     sae_logits, zero_logits = spliced(x_hat), spliced(np.zeros_like(x_hat))
     targets = corpus.contexts[:, 1:]
@@ -163,7 +160,7 @@ def test_every_metric_matches_an_independent_computation(engine, tiny_setup):
 
     # Interpretability: the top-20 tokens of each candidate feature, found by sorting all of them.
     counts, Z, toks = ref["counts"], ref["z"], ref["tokens"]
-    tokenizer = engine.runner.tokenizer
+    tokenizer = engine.session.tokenizer
     top = {}
     for f in np.argsort(-counts, kind="stable")[:100]:
         order = np.argsort(-Z[:, f], kind="stable")[:20]
@@ -235,25 +232,25 @@ def test_a_second_evaluation_comes_from_the_cache_without_running_the_model(engi
         raise AssertionError("the model ran although the report is cached")
 
     for name in ("logits", "logits_and_activations", "activations"):
-        monkeypatch.setattr(engine.runner, name, forbidden)
+        monkeypatch.setattr(engine.session.runner, name, forbidden)
     second = run_eval(engine)
     assert second.from_cache and second.to_json() == first.to_json()
-    assert engine.worker.call(lambda: cached_report(engine, BUDGET, {})) is not None
+    assert engine(cached_report, BUDGET, {}) is not None
     # Another budget is another report.
-    assert engine.worker.call(lambda: cached_report(engine, BUDGET * 2, {})) is None
+    assert engine(cached_report, BUDGET * 2, {}) is None
 
 
 def test_a_cancelled_evaluation_is_never_cached(engine):
-    def cancel_after_first_batch(progress):
-        if progress.done > 0:
+    def cancel_after_first_batch(job, progress):
+        if progress is not None and progress.done > 0:
             job.cancel()
 
-    job = Job("evaluating", cancel_after_first_batch, min_interval=0)
+    job = engine.engine.start("evaluating", evaluate, engine.session, BUDGET, registry={}, listener=cancel_after_first_batch)
     with pytest.raises(Cancelled):
-        run_eval(engine, job=job)
+        job.result()
     assert job.last.done < job.last.total
-    assert engine.worker.call(lambda: cached_report(engine, BUDGET, {})) is None
-    assert not engine.worker.call(lambda: report_cache_file(engine, BUDGET)).exists()
+    assert engine(cached_report, BUDGET, {}) is None
+    assert not engine(report_cache_file, BUDGET).exists()
     # Once finished, the same budget is cached.
     assert not run_eval(engine).from_cache
     assert run_eval(engine).from_cache
@@ -261,7 +258,7 @@ def test_a_cancelled_evaluation_is_never_cached(engine):
 
 def test_progress_counts_tokens(engine):
     seen = []
-    run_eval(engine, job=Job("evaluating", seen.append, min_interval=0), use_cache=False)
+    run_eval(engine, on_progress=seen.append, use_cache=False)
     assert [p.done for p in seen] == [0, 128, 256, 320] and seen[-1].total == BUDGET
 
 
@@ -291,7 +288,7 @@ GUIDE_KEYS = {
 
 def test_json_report_has_the_guides_keys_and_saetuis_sections(engine, tmp_path):
     report = run_eval(engine)
-    path = write_report_json(report, engine, tmp_path / "out.json")
+    path = write_report_json(report, engine.session, tmp_path / "out.json")
     data = json.loads(path.read_text())
     assert GUIDE_KEYS <= set(data)
     assert set(data["architecture"]) == {"type", "d_model", "d_hidden", "expansion", "k"}
@@ -316,17 +313,17 @@ def test_json_report_has_the_guides_keys_and_saetuis_sections(engine, tmp_path):
 def test_default_json_path_is_beside_the_sae_with_a_fallback(engine, tmp_path, monkeypatch):
     copy = tmp_path / "sae folder" / "my_sae.mlx"
     copy.mkdir(parents=True)
-    monkeypatch.setattr(engine.settings, "sae", str(copy))
+    monkeypatch.setattr(engine.session, "sae_path", copy)
     report = run_eval(engine)
-    assert default_json_path(engine) == tmp_path / "sae folder" / "my_sae_evaluation.json"
-    assert write_report_json(report, engine) == tmp_path / "sae folder" / "my_sae_evaluation.json"
+    assert default_json_path(engine.session) == tmp_path / "sae folder" / "my_sae_evaluation.json"
+    assert write_report_json(report, engine.session) == tmp_path / "sae folder" / "my_sae_evaluation.json"
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == copy.parent else real_access(p, mode))
-    assert write_report_json(report, engine) == cwd / "my_sae_evaluation.json"
+    assert write_report_json(report, engine.session) == cwd / "my_sae_evaluation.json"
     assert json.loads((cwd / "my_sae_evaluation.json").read_text())["sae_path"] == str(copy)
 
 
@@ -339,7 +336,7 @@ def test_a_failed_write_leaves_no_half_written_json(engine, tmp_path, monkeypatc
 
     monkeypatch.setattr(cache.os, "replace", fail)
     with pytest.raises(UserError, match="No space left"):
-        write_report_json(report, engine, target)
+        write_report_json(report, engine.session, target)
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
@@ -378,16 +375,16 @@ def test_an_sae_whose_every_feature_is_dead_gets_a_report(tmp_path, tiny_setup):
 
 
 def test_nan_activations_are_a_clear_error(engine):
-    down = engine.runner.model.model.layers[0].mlp.down_proj
+    down = engine.session.runner.model.model.layers[0].mlp.down_proj
     original = down["weight"]
     # MLX arrays belong to the thread that made them: make this one on the worker.
-    down["weight"] = engine.worker.call(lambda: mx.full(original.shape, float("nan")))
+    down["weight"] = engine.on_worker(lambda: mx.full(original.shape, float("nan")))
     try:
         with pytest.raises(UserError, match="activations at the hook contain NaN or infinite values"):
             run_eval(engine, use_cache=False)
     finally:
         down["weight"] = original
-    assert engine.worker.call(lambda: cached_report(engine, BUDGET, {})) is None
+    assert engine(cached_report, BUDGET, {}) is None
 
 
 def test_infinite_reconstructions_are_a_clear_error(tmp_path, tiny_setup):
@@ -404,7 +401,7 @@ def test_infinite_reconstructions_are_a_clear_error(tmp_path, tiny_setup):
 
 def test_a_model_without_an_unembedding_skips_ce_and_kl_and_says_why(engine, monkeypatch):
     # The inner LlamaModel returns hidden states, not logits: no unembedding is reachable.
-    monkeypatch.setattr(engine.runner, "model", engine.runner.model.model)
+    monkeypatch.setattr(engine.session.runner, "model", engine.session.runner.model.model)
     d = run_eval(engine, use_cache=False).data
     mb = d["model_behaviour"]
     assert mb["available"] is False and "vocabulary" in mb["reason"]

@@ -91,15 +91,13 @@ def drive(work: "LongWork[T]", on_progress: Callable[[Progress], None] | None = 
 class Job:
     """One piece of long work on the worker: its result, its progress, its cancellation."""
 
-    def __init__(self, label: str, work: "LongWork[Any]", listener: ProgressListener | None = None, min_interval: float = 0.1) -> None:
+    def __init__(self, label: str, work: "LongWork[Any]", listener: ProgressListener | None = None) -> None:
         self.label = label
         self.future: "Future[Any]" = Future()
         self.last: Progress | None = None
         self._work = work
         self._listener = listener
         self._cancel = threading.Event()
-        self._min_interval = min_interval
-        self._last_report = 0.0
         self._clock: tuple[str, float] | None = None
 
     def cancel(self) -> None:
@@ -140,10 +138,7 @@ class Job:
         if self._clock is None or self._clock[0] != progress.label:
             self._clock = (progress.label, now)
         self.last = replace(progress, elapsed=now - self._clock[1])
-        if self._listener is None:
-            return
-        if progress.finished or now - self._last_report >= self._min_interval or progress.done == 0:
-            self._last_report = now
+        if self._listener is not None:
             self._listener(self, self.last)
 
     def _end(self, result: Any = None, exc: BaseException | None = None) -> None:
