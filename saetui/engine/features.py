@@ -76,7 +76,6 @@ class FeaturePage:
     stats: FeatureStats | None = None  # None while no index exists yet
     top: list[ShownContext] = field(default_factory=list)
     samples: list[ShownContext] = field(default_factory=list)
-    index_summary: str = ""
 
 
 # -- checking input ------------------------------------------------------------------------
@@ -216,7 +215,6 @@ def feature_page(engine: Any, feature_id: int, index: FeatureIndex | None = None
     if index is not None:
         stats = index.feature(fid)
         page.stats = stats
-        page.index_summary = index.describe()
         shown = stats.top if n_top is None else stats.top[:n_top]
         page.top = [show_context(engine, index, e) for e in shown]
         page.samples = [show_context(engine, index, e) for e in stats.samples]

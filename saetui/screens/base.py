@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from ..widgets.job_status import JobStatus
 from ..widgets.screen_tabs import ScreenTabs
@@ -44,17 +44,3 @@ class EngineScreen(Screen):
         """Wait until the model is loaded; False if loading failed."""
         return await self.app.wait_ready()
 
-
-class ComingScreen(EngineScreen):
-    """A screen whose issue is still open: says so plainly."""
-
-    TITLE_TEXT = ""
-    ISSUE = 0
-    WHAT = ""
-
-    def compose_body(self) -> Iterable[Widget]:
-        yield Static(
-            f"{self.TITLE_TEXT}\n\nNot built yet: this screen arrives with issue #{self.ISSUE} ({self.WHAT}).\n"
-            "Switch screens with 1-4, ? for help, q to quit.",
-            classes="coming",
-        )
