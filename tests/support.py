@@ -146,3 +146,16 @@ async def wait_until(pilot, condition, what: str = "condition", tries: int = 400
             return
         await pilot.pause(0.02)
     raise AssertionError(f"{what} never became true")
+
+
+def notifications_shown(app, severity: str | None = None) -> list[str]:
+    """The text of the notifications on the screen now (its toasts), as the user reads them.
+
+    Textual's `run_test` shows none unless called with `notifications=True`.
+    """
+    return [str(toast.render()) for toast in app.screen.query("Toast") if severity is None or toast.has_class(f"-{severity}")]
+
+
+def rendered(widget) -> str:
+    """What a widget shows, as plain text."""
+    return str(widget.render())

@@ -23,8 +23,11 @@ class EngineScreen(Screen):
     app: "SaetuiApp"
 
     def compose(self) -> ComposeResult:
+        # The table of screens imports every screen module, this one included: read it here.
+        from . import SCREENS
+
         yield Header()
-        yield ScreenTabs()
+        yield ScreenTabs(SCREENS)
         yield from self.compose_body()
         yield JobStatus()
         yield Footer()
