@@ -91,8 +91,9 @@ class FeatureTable(DataTable):
         ids: set[int] = set()
         for fid, cells in rows:
             fid = int(fid)
-            values = dict(zip(self.value_columns, cells))
-            row = [self._id_cell(fid) if c == FEATURE else self.name_cell(fid) if c == NAME else values.get(c, "") for c in self._column_order]
+            # A plain string is shown as it is (DataTable would parse it as markup).
+            values = {c: Text(v) if isinstance(v, str) else v for c, v in zip(self.value_columns, cells)}
+            row = [self._id_cell(fid) if c == FEATURE else self.name_cell(fid) if c == NAME else values.get(c, Text("")) for c in self._column_order]
             self.add_row(*row, key=str(fid))
             ids.add(fid)
         if keep is not None and keep in ids:
