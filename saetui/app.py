@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Iterable
 
 from textual import on
@@ -24,8 +24,8 @@ from textual.signal import Signal
 
 from .engine.engine import Engine
 from .engine.errors import UserError
-from .engine.worker import Progress
 from .engine.registry import Registry, registry_path_for
+from .engine.worker import Progress
 from .messages import AddRegistryEntry, DeleteRegistryEntry, EditRegistryEntry, OpenFeature, ProbeText, RegistryChange
 from .screens import SCREENS, screen_title
 from .screens.edit_entry import ConfirmDeleteScreen, EditedEntry, EditEntryScreen, top_context_examples

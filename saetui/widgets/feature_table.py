@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from rich.console import RenderableType
 from rich.text import Text
 from textual import on
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -111,7 +112,7 @@ class FeatureTable(DataTable):
     @property
     def feature_ids(self) -> list[int]:
         """The listed features, top to bottom."""
-        return [int(self.coordinate_to_cell_key((r, 0)).row_key.value or 0) for r in range(self.row_count)]
+        return [int(self.coordinate_to_cell_key(Coordinate(r, 0)).row_key.value or 0) for r in range(self.row_count)]
 
     @property
     def highlighted_feature(self) -> int | None:
