@@ -1,8 +1,10 @@
-"""The saetui app: four screens over one engine.
+"""The saetui app: its screens over one engine, and the one owner of registry edits.
 
-Start here to find anything: the screens (report, feature, probe, registry) live in
-`saetui/screens/`, and every number they show comes from `saetui/engine/`, awaited on
-the engine's worker thread.
+Start here to find anything: the screens are listed in `saetui.screens.SCREENS` (one
+module each in `saetui/screens/`), and every number they show comes from
+`saetui/engine/`, awaited on the engine's worker thread. Screens ask the app for things
+with the messages in `saetui/messages.py`; registry edits are saved here and announced
+with `registry_changed_signal`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
@@ -18,30 +21,21 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.signal import Signal
 
 from .engine.engine import Engine
 from .engine.errors import UserError
 from .engine.registry import Registry, registry_path_for
 from .engine.session import Session
 from .engine.worker import Job, Progress
-from .messages import EditRegistryEntry, JobProgress, OpenFeature, ProbeText
-from .screens.edit_entry import open_entry_editor
-from .screens.feature import FeatureScreen
+from .messages import AddRegistryEntry, DeleteRegistryEntry, EditRegistryEntry, JobProgress, OpenFeature, ProbeText, RegistryChange
+from .screens import SCREENS, screen_title
+from .screens.edit_entry import ConfirmDeleteScreen, EditedEntry, EditEntryScreen, top_context_examples
 from .screens.help import HelpScreen, binding_rows
-from .screens.probe import ProbeScreen
-from .screens.registry import RegistryScreen
-from .screens.report import ReportScreen
 from .ui.safe_text import visible
 
 # Seconds between two progress updates posted to the screen.
 PROGRESS_INTERVAL_S = 0.1
-
-SCREEN_NAMES = {
-    "report": "Report",
-    "feature": "Feature",
-    "probe": "Probe",
-    "registry": "Registry",
-}
 
 
 class SaetuiApp(App[int]):
@@ -49,21 +43,13 @@ class SaetuiApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "saetui"
-    MODES = {
-        "report": ReportScreen,
-        "feature": FeatureScreen,
-        "probe": ProbeScreen,
-        "registry": RegistryScreen,
-    }
-    DEFAULT_MODE = "report"
+    MODES = {entry.mode: entry.screen for entry in SCREENS}
+    DEFAULT_MODE = SCREENS[0].mode
     # The engine's long work as the status bar of every screen shows it (None: idle).
     job_progress: reactive[Progress | None] = reactive(None, always_update=True)
     BINDINGS = [
-        Binding("1", "switch_mode('report')", "Report", show=False),
-        Binding("2", "switch_mode('feature')", "Feature", show=False),
-        Binding("3", "switch_mode('probe')", "Probe", show=False),
-        Binding("4", "switch_mode('registry')", "Registry", show=False),
         # The screen strip under the header shows these; the footer keeps to the screen's own keys.
+        *(Binding(entry.key, f"switch_mode({entry.mode!r})", entry.title, show=False) for entry in SCREENS),
         Binding("question_mark", "help", "Help", show=False),
         Binding("x", "cancel_job", "Cancel job", show=False),
         Binding("q", "quit", "Quit", show=False),
@@ -79,12 +65,14 @@ class SaetuiApp(App[int]):
         self._last_progress_post = 0.0
         engine.on_progress = self._post_job_progress
         # The user's feature names; a file that cannot be read opens read-only (never overwritten).
+        # Only the app edits it (see "registry edits" below), and announces every saved change here.
         self.registry = Registry.load(registry_path_for(engine))
+        self.registry_changed_signal: Signal[RegistryChange] = Signal(self, "registry-changed")
 
     # -- start-up -----------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.title = f"saetui · {SCREEN_NAMES[self.DEFAULT_MODE]}"
+        self.title = f"saetui · {screen_title(self.DEFAULT_MODE)}"
         self.sub_title = "loading..."
         if self.registry.warning:
             self.notify(visible(self.registry.warning), severity="warning", timeout=20, markup=False)
@@ -140,7 +128,10 @@ class SaetuiApp(App[int]):
         Shielded: a screen's task that stops waiting (the app exiting, a newer request)
         does not cancel work that others may follow; `x` does.
         """
-        return await asyncio.shield(asyncio.wrap_future(job.future))
+        waited = asyncio.wrap_future(job.future)
+        # Retrieve the outcome even when nobody waits any more (no "never retrieved" warning).
+        waited.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return await asyncio.shield(waited)
 
     def _post_job_progress(self, job: Job, progress: Progress | None) -> None:
         # Worker thread: post_message is thread-safe. At most ~10 updates a second reach the
@@ -165,13 +156,12 @@ class SaetuiApp(App[int]):
 
     def switch_mode(self, mode: str):  # type: ignore[override]
         # The header names the screen, so a user always knows where they are.
-        self.title = f"saetui · {SCREEN_NAMES.get(mode, mode)}"
+        self.title = f"saetui · {screen_title(mode)}"
         return super().switch_mode(mode)
 
     def action_help(self) -> None:
         screen = self.screen
-        title = SCREEN_NAMES.get(self.current_mode, type(screen).__name__)
-        self.push_screen(HelpScreen(binding_rows(screen), title))
+        self.push_screen(HelpScreen(binding_rows(screen), screen_title(self.current_mode)))
 
     def on_open_feature(self, message: OpenFeature) -> None:
         self.switch_mode("feature")
@@ -185,14 +175,82 @@ class SaetuiApp(App[int]):
         if hasattr(screen, "set_text"):
             screen.set_text(message.text)
 
-    def on_edit_registry_entry(self, message: EditRegistryEntry) -> None:
-        open_entry_editor(self, message.feature_id)
-
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for mode, name in SCREEN_NAMES.items():
-            yield SystemCommand(f"{name} screen", f"Switch to the {name.lower()} screen", lambda m=mode: self.switch_mode(m))
+        for entry in SCREENS:
+            yield SystemCommand(f"{entry.title} screen", f"Switch to the {entry.title.lower()} screen (key {entry.key})", partial(self.switch_mode, entry.mode))
         yield SystemCommand("Help", "Show the keys of this screen", self.action_help)
+
+    # -- registry edits: every screen asks, the app saves and announces -------------------------
+
+    def _registry_writable(self) -> bool:
+        if self.registry.read_only:
+            self.notify(visible(self.registry.warning or "The registry is read-only"), severity="error", markup=False)
+            return False
+        return True
+
+    @on(AddRegistryEntry)
+    def _add_registry_entry(self, message: AddRegistryEntry) -> None:
+        self._open_entry_editor(None)
+
+    @on(EditRegistryEntry)
+    def _edit_registry_entry(self, message: EditRegistryEntry) -> None:
+        self._open_entry_editor(message.feature_id)
+
+    def _open_entry_editor(self, feature_id: int | None) -> None:
+        """Show the edit dialog for a feature (None: a new entry) and save what it returns."""
+        if not self._registry_writable():
+            return
+        registry = self.registry
+        d_sae = self.engine.sae.d_sae if self.engine.sae is not None else None
+        if feature_id is not None and d_sae is not None and not 0 <= feature_id < d_sae:
+            self.notify(f"Feature {feature_id} does not exist: this SAE has features 0 to {d_sae - 1}", severity="error")
+            return
+        # Decoding a few contexts is quick tokenizer work (no MLX): done here, so the dialog
+        # opens at once even while the engine's worker is busy with a long job.
+        examples = top_context_examples(self.engine.session, feature_id) if feature_id is not None else []
+        # When adding: the name of an id already in the registry, so it is not overwritten.
+        named = (lambda fid: registry.name(fid) or ("(unnamed)" if fid in registry else None)) if feature_id is None else None
+        entry = registry.get(feature_id) if feature_id is not None else None
+        self.push_screen(EditEntryScreen(feature_id, entry, d_sae, examples, named), self._save_entry)
+
+    def _save_entry(self, edited: EditedEntry | None) -> None:
+        if edited is None:  # cancelled
+            return
+        registry = self.registry
+        try:
+            registry.set(edited.feature_id, edited.fields)
+            registry.save()
+        except UserError as exc:
+            registry.revert()
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
+            return
+        self.notify(visible(f"Saved feature {edited.feature_id}: {edited.fields.get('name', '')}"), markup=False)
+        self.registry_changed_signal.publish(RegistryChange(edited.feature_id, "saved"))
+
+    @on(DeleteRegistryEntry)
+    def _delete_registry_entry(self, message: DeleteRegistryEntry) -> None:
+        feature_id = message.feature_id
+        if not self._registry_writable():
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._delete_entry(feature_id)
+
+        self.push_screen(ConfirmDeleteScreen(feature_id, self.registry.name(feature_id)), confirmed)
+
+    def _delete_entry(self, feature_id: int) -> None:
+        registry = self.registry
+        try:
+            registry.delete(feature_id)
+            registry.save()
+        except UserError as exc:
+            registry.revert()
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
+            return
+        self.notify(f"Deleted feature {feature_id} from the registry")
+        self.registry_changed_signal.publish(RegistryChange(feature_id, "deleted"))
 
     def on_unmount(self) -> None:
         self.engine.close()

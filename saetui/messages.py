@@ -1,8 +1,14 @@
-"""Messages the app's screens and widgets exchange, in one place."""
+"""Messages the app's screens and widgets send to the app, in one place.
+
+Screens ask; the app acts: it switches screens, and it alone edits the feature registry
+(asking with its dialogs, saving, and announcing each change with `registry_changed_signal`,
+whose payload is a `RegistryChange`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from typing import TYPE_CHECKING
 
@@ -27,14 +33,30 @@ class ProbeText(Message):
 
 
 @dataclass
+class AddRegistryEntry(Message):
+    """Name a new feature: the app asks for its id and fields, then saves them."""
+
+
+@dataclass
 class EditRegistryEntry(Message):
-    """Open the registry's edit dialog for a feature."""
+    """Edit a feature's registry entry: the app shows the edit dialog, then saves what it returns."""
 
     feature_id: int
 
 
-class RegistryChanged(Message):
-    """The feature registry was saved; names shown anywhere may have changed."""
+@dataclass
+class DeleteRegistryEntry(Message):
+    """Delete a feature's registry entry: the app asks to confirm, then saves."""
+
+    feature_id: int
+
+
+@dataclass(frozen=True)
+class RegistryChange:
+    """What changed in the registry (the payload of the app's `registry_changed_signal`)."""
+
+    feature_id: int
+    action: Literal["saved", "deleted"]
 
 
 @dataclass

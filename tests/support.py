@@ -140,7 +140,7 @@ def write_sae(
     return folder
 
 
-async def wait_until(pilot, condition, what: str = "condition", tries: int = 400) -> None:
+async def wait_until(pilot, condition, what: str = "condition", tries: int = 3000) -> None:
     """Let the app run until `condition()` holds (Textual tests; never a timing assertion)."""
     for _ in range(tries):
         if condition():
@@ -198,3 +198,16 @@ def open_session(**settings: Any) -> OpenedSession:
     except BaseException:
         engine.close()
         raise
+
+
+def notifications_shown(app, severity: str | None = None) -> list[str]:
+    """The text of the notifications on the screen now (its toasts), as the user reads them.
+
+    Textual's `run_test` shows none unless called with `notifications=True`.
+    """
+    return [str(toast.render()) for toast in app.screen.query("Toast") if severity is None or toast.has_class(f"-{severity}")]
+
+
+def rendered(widget) -> str:
+    """What a widget shows, as plain text."""
+    return str(widget.render())

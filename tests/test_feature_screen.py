@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rich.style import Style
 from rich.text import Text
+from support import notifications_shown
 from textual.widgets import OptionList, Static
 
 from saetui.app import SaetuiApp
@@ -22,6 +23,7 @@ def _index(app):
     session = app.engine.session
     return session.index if session is not None else None
 from saetui.screens.feature import FeatureScreen
+from saetui.widgets.feature_goto import GotoFeature
 
 # Short lines, so every 32-token window holds at least one of them whole.
 DANGEROUS = [
@@ -89,16 +91,24 @@ async def test_navigation_keys_and_shading(tiny_setup, monkeypatch):
             await show(pilot, screen, fid)
             assert title(app).startswith(f"Feature {fid} of 256")
 
-        # Go to: a good id opens it; bad ones are one-line errors and change nothing.
-        for typed, fid in (("17", 17), ("abc", 17), ("9999", 17)):
+        # Go to: a good id opens it; bad ones are one-line problems in the dialog and change nothing.
+        await pilot.press("g")
+        await pilot.pause()
+        await pilot.press("1", "7", "enter")
+        await show(pilot, screen, 17)
+        problems = []
+        for typed in ("abc", "9999"):
             await pilot.press("g")
-            await pilot.pause()
+            await wait_for(pilot, lambda: isinstance(app.screen, GotoFeature), "the go-to dialog")
             await pilot.press(*typed, "enter")
             await pilot.pause()
-            await show(pilot, screen, fid)
-        messages = [n.message for n in app._notifications]
-        assert any("'abc' is not a feature id" in m for m in messages)
-        assert any("Feature 9999 is out of range" in m and "0 to 255" in m for m in messages)
+            assert isinstance(app.screen, GotoFeature)  # still open, saying why
+            problems.append(plain(app.screen.query_one("#goto-problem", Static)))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, FeatureScreen), "the dialog closed")
+            await show(pilot, screen, 17)
+        assert "'abc' is not a feature id" in problems[0]
+        assert "Feature 9999 is out of range" in problems[1] and "0 to 255" in problems[1]
 
         # Random live feature: one that fires.
         index = _index(app)
@@ -182,7 +192,7 @@ async def test_partial_label_cancel_and_resume(tiny_setup, monkeypatch):
                 yield progress
 
     app = make_app(tiny_setup)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         assert await app.wait_ready()
         app.engine.start("indexing", held_build, app.engine.session)
         await pilot.press("2")
@@ -199,8 +209,7 @@ async def test_partial_label_cancel_and_resume(tiny_setup, monkeypatch):
 
         await pilot.press("x")
         await wait_for(pilot, lambda: screen.build_job is None, "the cancelled build")
-        await pilot.pause()
-        assert any("cancelled" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: any("cancelled" in m for m in notifications_shown(app)), "the cancel notice")
         assert "PARTIAL" in title(app)
         assert not index_mod.index_path(app.engine.session, 48 * 24, 20).exists()  # nothing finished on disk
 
@@ -265,7 +274,7 @@ async def test_unusable_dataset_is_a_clear_message_and_decoder_facts_remain(tiny
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
     app = make_app(tiny_setup, dataset=str(empty))
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         assert await app.wait_ready()
         await pilot.press("2")
         await wait_for(pilot, lambda: isinstance(app.screen, FeatureScreen), "the feature screen")
@@ -273,7 +282,7 @@ async def test_unusable_dataset_is_a_clear_message_and_decoder_facts_remain(tiny
         await wait_for(pilot, lambda: screen.build_error is not None and screen.page is not None, "the build error")
         await pilot.pause()
         assert "no non-empty text" in screen.build_error
-        assert any(n.severity == "error" and "no non-empty text" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: any("no non-empty text" in m for m in notifications_shown(app, "error")), "the error notice")
         assert "No feature index: " in plain(screen.query_one("#feature-stats", Static))
         assert "Promotes:" in plain(screen.query_one("#feature-logits", Static))
         await pilot.press("q")

@@ -15,7 +15,9 @@ from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.probe import probe_text
 from saetui.screens import probe as probe_screen
 from saetui.screens.edit_entry import EditEntryScreen
-from saetui.screens.probe import FeatureTable, ProbeInput, ProbeScreen, TokenStrip
+from saetui.messages import RegistryChange
+from saetui.screens.probe import ProbeInput, ProbeScreen, TokenStrip
+from saetui.widgets.feature_table import FeatureTable
 
 HOSTILE = "[bold red]loud[/] [@click=app.quit]quit[/] \x1b[31mred\x1b[0m"
 
@@ -192,11 +194,9 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
         top = screen.result.top_features[0].feature_id
         app.registry.set(top, {"name": HOSTILE})
         app.registry.save()
-        from saetui.screens.edit_entry import broadcast_registry_changed
-
-        broadcast_registry_changed(app)
-        await pilot.pause()
+        app.registry_changed_signal.publish(RegistryChange(top, "saved"))
         table = screen.query_one("#probe-text-features", FeatureTable)
+        await wait_until(pilot, lambda: table.get_row_at(0)[3].plain != "", "the name in the table")
         name_cell = table.get_row_at(0)[3]
         assert name_cell.plain == HOSTILE.replace("\x1b", "\\x1b")
         assert not any(s.style and "link" in str(s.style) for s in name_cell.spans)
@@ -221,4 +221,4 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
         await pilot.press(*"calm_words", "ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen))
         assert json.loads(registry_path.read_text())[str(top)]["name"] == "calm_words"
-        assert table.get_row_at(0)[3].plain == "calm_words"
+        await wait_until(pilot, lambda: table.get_row_at(0)[3].plain == "calm_words", "the new name in the table")

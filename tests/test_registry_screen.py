@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
-from support import wait_until
+from support import notifications_shown, wait_until
 
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
-from saetui.screens.edit_entry import EditEntryScreen
-from saetui.screens.registry import ConfirmDeleteScreen, ExportScreen, RegistryScreen
+from saetui.screens.edit_entry import ConfirmDeleteScreen, EditEntryScreen
+from saetui.screens.registry import ExportScreen, RegistryScreen
 
 HOSTILE = "[bold red]loud[/] [@click=app.quit]quit[/] \x1b[2J\x1b[31mred"
 
@@ -81,7 +81,7 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
     path = tmp_path / "reg.json"
     path.write_text(json.dumps(START))
     app = _app(tiny_setup, path)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         screen = await _open_registry(app, pilot)
         # Add: the dialog asks for the id; ids outside the SAE are refused.
         await pilot.press("a")
@@ -93,7 +93,7 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         dialog.query_one("#edit-name", Input).value = "overwrite?"
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, EditEntryScreen)  # 3 is already named: refused
-        assert any("already in the registry as cities" in str(n.message) for n in app._notifications)
+        await wait_until(pilot, lambda: any("already in the registry as cities" in m for m in notifications_shown(app, "error")), "the refusal")
         dialog.query_one("#edit-id", Input).value = "5"
         dialog.query_one("#edit-name", Input).value = "fox_and_bird"
         dialog.query_one("#edit-description", TextArea).load_text("Animals and colours")
@@ -103,8 +103,9 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen), "back on the registry")
         on_disk = _file(path)
         assert on_disk["5"] == {"name": "fox_and_bird", "description": "Animals and colours", "examples": ["The red fox", "the blue bird"], "confidence": "medium"}
-        assert [r[0] for r in _rows(screen)] == ["3", "5", "17", "42"]
+        await wait_until(pilot, lambda: [r[0] for r in _rows(screen)] == ["3", "5", "17", "42"], "the new row")
         assert screen.query_one("#registry-table", DataTable).cursor_row == 1  # on the new entry
+        assert any("Saved feature 5: fox_and_bird" in m for m in notifications_shown(app))
 
         # Edit (enter on a row): change only the confidence; other fields, unknown ones too, stay.
         screen.query_one("#registry-table", DataTable).move_cursor(row=0)
@@ -138,7 +139,7 @@ async def test_add_edit_delete_export_land_in_the_file(tiny_setup, tmp_path):
         await wait_until(pilot, lambda: "42" not in _file(path), "entry 42 deleted")
         assert (tmp_path / "reg.json.bak").read_bytes() == before
         assert _file(path)["comment"] == "kept by saetui"
-        assert [r[0] for r in _rows(screen)] == ["3", "5", "17"]
+        await wait_until(pilot, lambda: [r[0] for r in _rows(screen)] == ["3", "5", "17"], "the row deleted")
 
         # Export to a chosen path.
         target = tmp_path / "exported" / "copy.json"
@@ -174,10 +175,10 @@ async def test_corrupt_registry_opens_read_only(tiny_setup, tmp_path):
     path = tmp_path / "reg.json"
     path.write_bytes(b'{"3": {"name": "cities"')  # cut off mid-write by some other program
     app = _app(tiny_setup, path)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         screen = await _open_registry(app, pilot)
-        messages = [str(n.message) for n in app._notifications]
-        assert any("cannot be read" in m and "read-only" in m for m in messages)
+        warned = lambda: any("cannot be read" in m and "read-only" in m for m in notifications_shown(app, "warning"))  # noqa: E731
+        await wait_until(pilot, warned, "the read-only warning")
         assert "READ-ONLY" in str(screen.query_one("#registry-summary", Static).render())
         await pilot.press("a")
         await pilot.pause()

@@ -12,7 +12,8 @@ from rich.console import Console
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.evaluate import cached_report, evaluate
-from saetui.screens.report import FeatureList, ReportScreen
+from saetui.screens.report import ReportScreen
+from saetui.widgets.feature_table import FeatureTable
 from saetui.widgets.histogram import Histogram
 
 SIZE = (80, 24)
@@ -67,7 +68,7 @@ async def test_the_report_is_the_first_screen_with_score_bands_and_plots(setup):
         density = screen.query_one("#report-density", Histogram)
         assert density.render().plain.count("│") >= 5  # the bars are drawn
         assert "└" in screen.query_one("#report-l0", Histogram).render().plain
-        densest = screen.query_one("#report-densest", FeatureList)
+        densest = screen.query_one("#report-densest", FeatureTable)
         assert densest.row_count == len(data["feature_density"]["densest"]) > 0
 
 
@@ -109,7 +110,7 @@ async def test_a_cached_report_shows_at_once_with_registry_names_and_enter_opens
         screen = app.screen
         await wait_for(pilot, lambda: screen.report is not None)
         assert screen.report.from_cache
-        table = screen.query_one("#report-densest", FeatureList)
+        table = screen.query_one("#report-densest", FeatureTable)
         await pilot.pause()
         assert "[bold]cats[/bold]" in str(table.get_row_at(0)[2])
         interp = screen.report.data["interpretability"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from ..widgets.job_status import JobStatus
 from ..widgets.screen_tabs import ScreenTabs
@@ -23,8 +23,11 @@ class EngineScreen(Screen):
     app: "SaetuiApp"
 
     def compose(self) -> ComposeResult:
+        # The table of screens imports every screen module, this one included: read it here.
+        from . import SCREENS
+
         yield Header()
-        yield ScreenTabs()
+        yield ScreenTabs(SCREENS)
         yield from self.compose_body()
         yield JobStatus()
         yield Footer()
@@ -44,17 +47,3 @@ class EngineScreen(Screen):
         """Wait until the model is loaded; False if loading failed."""
         return await self.app.wait_ready()
 
-
-class ComingScreen(EngineScreen):
-    """A screen whose issue is still open: says so plainly."""
-
-    TITLE_TEXT = ""
-    ISSUE = 0
-    WHAT = ""
-
-    def compose_body(self) -> Iterable[Widget]:
-        yield Static(
-            f"{self.TITLE_TEXT}\n\nNot built yet: this screen arrives with issue #{self.ISSUE} ({self.WHAT}).\n"
-            "Switch screens with 1-4, ? for help, q to quit.",
-            classes="coming",
-        )

@@ -1,8 +1,9 @@
-"""The registry's edit dialog, and the one place registry edits are saved from.
+"""The registry's dialogs: edit (or add) an entry, and confirm a delete.
 
-Any screen edits a feature's entry by posting `EditRegistryEntry(feature_id)`; the app
-calls `open_entry_editor`, which shows `EditEntryScreen`, saves what it returns and
-tells every screen (`RegistryChanged`) so the names they show are refreshed.
+They only ask: `EditEntryScreen` returns the fields the user typed (an `EditedEntry`) and
+`ConfirmDeleteScreen` returns yes or no. The app opens them when a screen posts
+`AddRegistryEntry`, `EditRegistryEntry` or `DeleteRegistryEntry`, saves the result and
+announces the change (`SaetuiApp.registry_changed_signal`).
 
 Registry text is data, and so is text from a dataset: editing widgets show control
 characters as visible escapes (`SafeInput`, `SafeTextArea`), and a field the user did
@@ -11,24 +12,24 @@ not touch is saved exactly as it was, escapes and all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from ..engine.errors import UserError
 from ..engine.registry import CONFIDENCES
 from ..engine.tokens import token_strings
-from ..messages import RegistryChanged
-from ..ui.safe_text import visible
+from ..ui.safe_text import literal, visible
 
 if TYPE_CHECKING:
     from ..engine.session import Session
-    from ..app import SaetuiApp
 
 # Examples pre-filled from the feature index's top contexts.
 PREFILL_EXAMPLES = 5
@@ -55,14 +56,16 @@ def restore(edited: str, original: str | None, multiline: bool = False) -> str:
 class SafeInput(Input):
     """An Input that never receives raw control characters, even from a paste."""
 
-    def _on_paste(self, event: events.Paste) -> None:
+    def on_paste(self, event: events.Paste) -> None:
+        # Runs before Input's own paste handler, which then inserts the escaped text.
         event.text = editable(event.text.splitlines()[0] if event.text else "")
 
 
 class SafeTextArea(TextArea):
     """A TextArea that never receives raw control characters, even from a paste."""
 
-    async def _on_paste(self, event: events.Paste) -> None:
+    def on_paste(self, event: events.Paste) -> None:
+        # Runs before TextArea's own paste handler, which then inserts the escaped text.
         event.text = editable(event.text, multiline=True)
 
 
@@ -105,10 +108,18 @@ def top_context_examples(session: "Session | None", feature_id: int, limit: int 
 # -- the dialog ----------------------------------------------------------------------------------
 
 
-class EditEntryScreen(ModalScreen[dict | None]):
-    """Name, description, confidence and examples of one feature; returns the fields or None.
+@dataclass
+class EditedEntry:
+    """What the edit dialog returns: the feature and the fields to save for it."""
 
-    With `feature_id=None` (adding), it asks for the feature id too and returns it as "id".
+    feature_id: int
+    fields: dict[str, Any]
+
+
+class EditEntryScreen(ModalScreen[EditedEntry | None]):
+    """Name, description, confidence and examples of one feature; returns them, or None.
+
+    With `feature_id=None` (adding), it asks for the feature id too.
     """
 
     CSS_PATH = "registry.tcss"
@@ -188,10 +199,11 @@ class EditEntryScreen(ModalScreen[dict | None]):
             return
         self.dismiss(result)
 
-    def _collect(self) -> dict[str, Any]:
+    def _collect(self) -> EditedEntry:
         entry = self.original
         out: dict[str, Any] = {}
-        if self.feature_id is None:
+        fid = self.feature_id
+        if fid is None:
             raw = self.query_one("#edit-id", Input).value.strip()
             if not raw.isdigit():
                 raise UserError("Give the feature id as a whole number", "Type the id of the feature to name")
@@ -201,7 +213,6 @@ class EditEntryScreen(ModalScreen[dict | None]):
             existing = self.named(fid) if self.named is not None else None
             if existing is not None:
                 raise UserError(f"Feature {fid} is already in the registry as {existing}", "Press escape and edit that entry instead")
-            out["id"] = fid
         original_name = entry.get("name") if isinstance(entry.get("name"), str) else None
         original_description = entry.get("description") if isinstance(entry.get("description"), str) else None
         out["name"] = restore(self.query_one("#edit-name", Input).value, original_name)
@@ -212,77 +223,38 @@ class EditEntryScreen(ModalScreen[dict | None]):
         out["examples"] = [originals.get(line, line) for line in lines if line.strip()]
         if not out["name"].strip():
             raise UserError("A registry entry needs a name", "Type a short name, e.g. geographic_locations")
-        return out
+        return EditedEntry(fid, out)
 
 
-# -- saving, from any screen -------------------------------------------------------------------
+class ConfirmDeleteScreen(ModalScreen[bool]):
+    """y deletes, n or escape keeps."""
 
+    CSS_PATH = "registry.tcss"
+    BINDINGS = [
+        Binding("y", "answer(True)", "Delete"),
+        Binding("n,escape", "answer(False)", "Keep"),
+    ]
 
-def open_entry_editor(app: "SaetuiApp", feature_id: int | None, on_saved: Callable[[int], None] | None = None) -> None:
-    """Show the edit dialog for a feature (None: a new entry) and save what it returns."""
-    registry = getattr(app, "registry", None)
-    if registry is None:
-        app.notify("The feature registry is not open", severity="error")
-        return
-    if registry.read_only:
-        app.notify(visible(registry.warning or "The registry is read-only"), severity="error", markup=False)
-        return
-    d_sae = app.engine.sae.d_sae if getattr(app.engine, "sae", None) is not None else None
-    if feature_id is not None and d_sae is not None and not 0 <= feature_id < d_sae:
-        app.notify(f"Feature {feature_id} does not exist: this SAE has features 0 to {d_sae - 1}", severity="error")
-        return
-    entry = registry.get(feature_id) if feature_id is not None else None
+    def __init__(self, feature_id: int, name: str | None) -> None:
+        super().__init__()
+        self.feature_id = feature_id
+        self.feature_name = name
 
-    def done(result: dict | None) -> None:
-        if result is None:
-            return
-        fid = int(result.pop("id", feature_id))
-        if save_entry(app, fid, result) and on_saved is not None:
-            on_saved(fid)
+    def compose(self) -> ComposeResult:
+        question = Text(f"Delete feature {self.feature_id}")
+        if self.feature_name:
+            question.append(" (")
+            question.append_text(literal(self.feature_name))
+            question.append(")")
+        question.append(" from the registry?\n\ny: delete    n / escape: keep")
+        with Vertical(id="confirm-dialog", classes="registry-dialog"):
+            yield Static(question)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Delete (y)", id="confirm-yes", variant="error")
+                yield Button("Keep (n)", id="confirm-no")
 
-    # Decoding a few contexts is quick tokenizer work (no MLX): done here, so the dialog
-    # opens at once even while the engine's worker is busy with a long job.
-    examples = top_context_examples(app.engine.session, feature_id) if feature_id is not None else []
-    named = (lambda fid: registry.name(fid) or ("(unnamed)" if fid in registry else None)) if feature_id is None else None
-    app.push_screen(EditEntryScreen(feature_id, entry, d_sae, examples, named), done)
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
 
-
-def save_entry(app: "SaetuiApp", feature_id: int, fields: dict[str, Any]) -> bool:
-    registry = app.registry
-    try:
-        registry.set(feature_id, fields)
-        registry.save()
-    except UserError as exc:
-        registry.revert()
-        app.notify(visible(exc.one_line()), severity="error", markup=False)
-        return False
-    app.notify(visible(f"Saved feature {feature_id}: {fields.get('name', '')}"), markup=False)
-    broadcast_registry_changed(app)
-    return True
-
-
-def delete_entry(app: "SaetuiApp", feature_id: int) -> bool:
-    registry = app.registry
-    try:
-        registry.delete(feature_id)
-        registry.save()
-    except UserError as exc:
-        registry.revert()
-        app.notify(visible(exc.one_line()), severity="error", markup=False)
-        return False
-    app.notify(f"Deleted feature {feature_id} from the registry")
-    broadcast_registry_changed(app)
-    return True
-
-
-def broadcast_registry_changed(app: Any) -> None:
-    """Tell every screen (of every mode, and any dialog) that names may have changed."""
-    screens: list = []
-    stacks = getattr(app, "_screen_stacks", None)
-    if isinstance(stacks, dict):
-        for stack in stacks.values():
-            screens.extend(stack)
-    else:  # pragma: no cover - a Textual without per-mode stacks
-        screens.extend(app.screen_stack)
-    for screen in screens:
-        screen.post_message(RegistryChanged())
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

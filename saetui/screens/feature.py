@@ -24,10 +24,10 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..engine.errors import Cancelled, UserError
-from ..engine.features import FeaturePage, check_feature_id, feature_page
+from ..engine.features import FeaturePage, feature_page
 from ..engine.index import DEFAULT_TOP_K, FeatureIndex, build_index, default_budget, histogram_edges
 from ..engine.worker import Job
-from ..messages import EditRegistryEntry, OpenFeature, ProbeText, RegistryChanged
+from ..messages import EditRegistryEntry, OpenFeature, ProbeText, RegistryChange
 from ..ui.safe_text import literal, visible
 from ..ui.shading import legend
 from ..widgets.feature_contexts import context_prompt
@@ -83,6 +83,7 @@ class FeatureScreen(EngineScreen):
 
     def on_mount(self) -> None:
         self._mounted = True
+        self.app.registry_changed_signal.subscribe(self, self._registry_changed)
         self.run_worker(self._start, group="feature-start")
 
     async def _start(self) -> None:
@@ -310,7 +311,8 @@ class FeatureScreen(EngineScreen):
         if keep is not None and keep < neighbours.option_count:
             neighbours.highlighted = keep
 
-    def on_registry_changed(self, message: RegistryChanged) -> None:
+    def _registry_changed(self, change: RegistryChange) -> None:
+        # The title, the description and the neighbours' names may have changed.
         if self.page is not None:
             self._render_page(self.page, reset=False)
 
@@ -321,20 +323,16 @@ class FeatureScreen(EngineScreen):
         return session.d_sae if session is not None else None
 
     def action_goto(self) -> None:
-        def opened(value: str | None) -> None:
-            if value is None:
-                return
-            try:
-                fid = check_feature_id(self._d_sae() or 0, value)
-            except UserError as exc:
-                self.notify(exc.one_line(), severity="error", markup=False)
-                return
-            self.show_feature(fid)
+        def opened(feature_id: int | None) -> None:
+            if feature_id is not None:
+                self.show_feature(feature_id)
 
-        if self._d_sae() is None:
+        d_sae = self._d_sae()
+        if d_sae is None:
             self.notify("The SAE is still loading", severity="warning")
             return
-        self.app.push_screen(GotoFeature(self._d_sae()), opened)
+        # The dialog checks the id itself and returns only one in range.
+        self.app.push_screen(GotoFeature(d_sae), opened)
 
     def action_step(self, delta: int) -> None:
         d_sae = self._d_sae()

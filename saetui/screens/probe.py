@@ -11,19 +11,21 @@ from typing import Iterable
 
 from rich.style import Style
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from ..engine.errors import UserError
 from ..engine.probe import ProbeResult, probe_text
-from ..messages import EditRegistryEntry, OpenFeature, RegistryChanged
+from ..messages import EditRegistryEntry, OpenFeature, RegistryChange
 from ..ui.safe_text import literal, visible
 from ..ui.shading import shade_color, shaded_tokens
+from ..widgets.feature_table import FeatureTable
 from .base import EngineScreen
 from .edit_entry import SafeTextArea, editable
 
@@ -51,26 +53,13 @@ class TokenStrip(VerticalScroll, can_focus=True):
         yield Static(literal(EMPTY_HINT), id="probe-tokens-text")
 
 
-class FeatureTable(DataTable):
-    """A table of features (row key = feature id); left/right still move the token cursor."""
+class ProbeFeatureTable(FeatureTable):
+    """A feature table where left/right still move the token cursor; the shaded feature is marked."""
 
     BINDINGS = [
         Binding("left", "screen.token_move(-1)", "Previous token", show=False),
         Binding("right", "screen.token_move(1)", "Next token", show=False),
     ]
-
-    def __init__(self, *, id: str) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-
-    @property
-    def highlighted_feature(self) -> int | None:
-        if self.row_count == 0:
-            return None
-        try:
-            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        except Exception:  # noqa: BLE001 - no rows
-            return None
-        return int(key.value) if key.value is not None else None
 
 
 class ProbeScreen(EngineScreen):
@@ -105,16 +94,15 @@ class ProbeScreen(EngineScreen):
         strip.border_title = "tokens (←/→ move)"
         yield strip
         with Horizontal(id="probe-tables"):
-            text_table = FeatureTable(id="probe-text-features")
+            text_table = ProbeFeatureTable(("max", "tokens"), open_on_enter=False, marks=True, id="probe-text-features")
             text_table.border_title = "top features of the text"
             yield text_table
-            token_table = FeatureTable(id="probe-token-features")
+            token_table = ProbeFeatureTable(("act",), open_on_enter=False, marks=True, id="probe-token-features")
             token_table.border_title = "features of this token"
             yield token_table
 
     def on_mount(self) -> None:
-        self.query_one("#probe-text-features", FeatureTable).add_columns("feature", "max", "tokens", "name")
-        self.query_one("#probe-token-features", FeatureTable).add_columns("feature", "act", "name")
+        self.app.registry_changed_signal.subscribe(self, self._registry_changed)
         self._render_all()
         if self._given_text is not None:
             self.set_text(self._given_text)
@@ -193,38 +181,20 @@ class ProbeScreen(EngineScreen):
         self._render_token_table()
         self._render_status()
 
-    def _name_cell(self, feature_id: int) -> Text:
-        name = self.app.feature_name(feature_id)
-        return literal(name) if name else Text("")
-
     def _render_text_table(self) -> None:
-        table = self.query_one("#probe-text-features", FeatureTable)
-        keep = table.highlighted_feature
-        table.clear()
-        result = self.result
-        if result is None:
-            return
-        for hit in result.top_features:
-            mark = "▶" if hit.feature_id == self.selected else " "
-            table.add_row(
-                Text(f"{mark}{hit.feature_id}"),
-                Text(f"{hit.max_activation:.3g}", justify="right"),
-                Text(str(hit.n_firing), justify="right"),
-                self._name_cell(hit.feature_id),
-                key=str(hit.feature_id),
-            )
-        if keep is not None and str(keep) in {str(h.feature_id) for h in result.top_features}:
-            table.move_cursor(row=table.get_row_index(str(keep)))
+        hits = self.result.top_features if self.result is not None else []
+        self.query_one("#probe-text-features", FeatureTable).show_features(
+            ((hit.feature_id, (Text(f"{hit.max_activation:.3g}", justify="right"), Text(str(hit.n_firing), justify="right"))) for hit in hits),
+            marked=self.selected,
+        )
 
     def _render_token_table(self) -> None:
         table = self.query_one("#probe-token-features", FeatureTable)
-        table.clear()
         result = self.result
         if result is None or result.n_tokens == 0:
+            table.show_features([])
             return
-        for fid, value in result.token_top[self.cursor]:
-            mark = "▶" if fid == self.selected else " "
-            table.add_row(Text(f"{mark}{fid}"), Text(f"{value:.3g}", justify="right"), self._name_cell(fid), key=str(fid))
+        table.show_features(((fid, (Text(f"{value:.3g}", justify="right"),)) for fid, value in result.token_top[self.cursor]), marked=self.selected)
         table.border_title = f"features of token {self.cursor + 1}"
 
     def _render_tokens(self) -> None:
@@ -296,6 +266,18 @@ class ProbeScreen(EngineScreen):
 
     # -- keys -------------------------------------------------------------------------------------
 
+    # While typing, letters go into the text box: the footer then shows only how to stop.
+    TYPING_ONLY = {"leave_text"}
+    NOT_WHILE_TYPING = {"edit_text", "open_feature", "edit_entry", "shade"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = isinstance(self.focused, ProbeInput)
+        if action in self.TYPING_ONLY:
+            return typing
+        if action in self.NOT_WHILE_TYPING:
+            return not typing
+        return True
+
     def action_leave_text(self) -> None:
         if isinstance(self.focused, ProbeInput):
             self.query_one(TokenStrip).focus()
@@ -325,10 +307,10 @@ class ProbeScreen(EngineScreen):
             return focused.highlighted_feature
         return self.selected
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    @on(FeatureTable.Chosen)
+    def _feature_chosen(self, event: FeatureTable.Chosen) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.select_feature(int(event.row_key.value))
+        self.select_feature(event.feature_id)
 
     def action_shade(self) -> None:
         feature = self._current_feature()
@@ -357,7 +339,7 @@ class ProbeScreen(EngineScreen):
             return
         self.post_message(EditRegistryEntry(feature))
 
-    def on_registry_changed(self, message: RegistryChanged) -> None:
+    def _registry_changed(self, change: RegistryChange) -> None:
         self._render_all()
 
     def on_screen_resume(self) -> None:

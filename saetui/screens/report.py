@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from ..engine.errors import Cancelled, UserError
 from ..engine.evaluate import (
@@ -29,9 +29,10 @@ from ..engine.evaluate import (
 )
 from ..engine.report import EvaluationReport
 from ..engine.rubric import DEFINITIONS
-from ..messages import OpenFeature, RegistryChanged
+from ..messages import RegistryChange
 from ..ui.report import advice_text, header_text, metrics_table, notes_text, score_text, token_features_text
 from ..ui.safe_text import literal, visible
+from ..widgets.feature_table import FeatureTable
 from ..widgets.histogram import Histogram
 from .base import EngineScreen
 
@@ -52,13 +53,6 @@ DEFINITION_TITLES = {
     "l2_ratio": "L2 ratio",
     "density": "Feature density",
 }
-
-
-class FeatureList(DataTable):
-    """Features (row key = feature id); enter opens the highlighted one."""
-
-    def __init__(self, *, id: str) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
 
 
 class ReportScreen(EngineScreen):
@@ -86,10 +80,10 @@ class ReportScreen(EngineScreen):
                 yield Histogram("Feature density (log10)", id="report-density")
                 yield Histogram("L0 per token", id="report-l0")
             with Horizontal(id="report-features"):
-                densest = FeatureList(id="report-densest")
+                densest = FeatureTable(("density",), id="report-densest")
                 densest.border_title = "densest features (enter: open)"
                 yield densest
-                dead = FeatureList(id="report-dead")
+                dead = FeatureTable(id="report-dead")
                 dead.border_title = "dead features (enter: open)"
                 yield dead
             yield Static("", id="report-notes")
@@ -97,8 +91,7 @@ class ReportScreen(EngineScreen):
     def on_mount(self) -> None:
         # Plots and feature lists stay hidden until there is a report to fill them.
         self.add_class("-no-report")
-        self.query_one("#report-densest", FeatureList).add_columns("feature", "density", "name")
-        self.query_one("#report-dead", FeatureList).add_columns("feature", "name")
+        self.app.registry_changed_signal.subscribe(self, self._registry_changed)
         self.query_one("#report-body").focus()
         self.run_worker(self._first_evaluation(), group="evaluate", exclusive=True)
 
@@ -199,26 +192,17 @@ class ReportScreen(EngineScreen):
 
     def _render_features(self) -> None:
         report = self.report
-        densest = self.query_one("#report-densest", FeatureList)
-        densest.clear()
-        for item in report.feature_density.densest:
-            fid = item.feature
-            densest.add_row(
-                Text(str(fid)), Text(f"{item.density:.2%}", justify="right"), self._feature_label(fid), key=str(fid)
-            )
-        dead = self.query_one("#report-dead", FeatureList)
-        dead.clear()
+        densest = self.query_one("#report-densest", FeatureTable)
+        densest.show_features(
+            (item.feature, [Text(f"{item.density:.2%}", justify="right")]) for item in report.feature_density.densest
+        )
+        dead = self.query_one("#report-dead", FeatureTable)
         ids = report.dead_features.strict_ids
-        for fid in ids:
-            dead.add_row(Text(str(fid)), self._feature_label(fid), key=str(fid))
+        dead.show_features((int(fid), []) for fid in ids)
         total = report.dead_features.strict
         dead.border_title = f"dead features: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
         if total:
             dead.border_title += " (enter: open)"
-
-    def _feature_label(self, fid: int) -> Text:
-        name = self.app.feature_name(fid)
-        return literal(name) if name else Text("")
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -257,11 +241,6 @@ class ReportScreen(EngineScreen):
         budget = base * RECOMPUTE_FACTOR if report is not None else base
         self.run_worker(self._evaluate(budget), group="evaluate", exclusive=True)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        if event.row_key.value is not None:
-            self.post_message(OpenFeature(int(event.row_key.value)))
-
     # -- the registry ------------------------------------------------------------------------------
 
     def _apply_registry(self) -> None:
@@ -270,7 +249,7 @@ class ReportScreen(EngineScreen):
         apply_registry(self.report, registry_high_confidence(self.app.session, self.app.registry))
         self._show_report()
 
-    def on_registry_changed(self, message: RegistryChanged) -> None:
+    def _registry_changed(self, change: RegistryChange) -> None:
         self._apply_registry()
 
     def on_screen_resume(self) -> None:

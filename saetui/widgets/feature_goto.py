@@ -1,4 +1,8 @@
-"""The go-to-feature dialog: type an id, enter to open it, escape to close."""
+"""The go-to-feature dialog: type an id, enter to open it, escape to close.
+
+It checks what was typed itself: a whole number from 0 to d_sae - 1 closes the dialog
+with that id; anything else says what is wrong under the box, and the dialog stays open.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +10,72 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Input, Label, Static
+
+from ..ui.safe_text import literal
 
 
-class GotoFeature(ModalScreen[str | None]):
-    """Returns what was typed (checked by the caller), or None when dismissed."""
+class FeatureId(Validator):
+    """A feature id of an SAE with `d_sae` features."""
+
+    def __init__(self, d_sae: int) -> None:
+        super().__init__()
+        self.d_sae = d_sae
+
+    def validate(self, value: str) -> ValidationResult:
+        text = value.strip()
+        last = self.d_sae - 1
+        try:
+            fid = int(text)
+        except ValueError:
+            return self.failure(f"{text!r} is not a feature id: type a whole number from 0 to {last}")
+        if not 0 <= fid <= last:
+            return self.failure(f"Feature {fid} is out of range: the SAE has {self.d_sae:,} features, 0 to {last}")
+        return self.success()
+
+
+class GotoFeature(ModalScreen[int | None]):
+    """Returns the feature id typed (always in range), or None when closed."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
     DEFAULT_CSS = """
     GotoFeature { align: center middle; }
-    GotoFeature > Vertical { width: 44; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    GotoFeature > Vertical { width: 44; max-width: 100%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
     GotoFeature Input { width: 100%; }
+    GotoFeature #goto-problem { color: $error; height: auto; display: none; }
+    GotoFeature #goto-problem.-shown { display: block; }
     """
 
-    def __init__(self, d_sae: int | None) -> None:
+    def __init__(self, d_sae: int) -> None:
         super().__init__()
         self.d_sae = d_sae
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            hint = f"Feature id (0-{self.d_sae - 1})" if self.d_sae else "Feature id"
-            yield Label(f"{hint}, enter to open, escape to close")
-            yield Input(placeholder="e.g. 42", id="goto-input")
+            yield Label(f"Feature id (0-{self.d_sae - 1}), enter to open, escape to close")
+            yield Input(placeholder="e.g. 42", id="goto-input", validators=[FeatureId(self.d_sae)], validate_on=["submitted"])
+            yield Static("", id="goto-problem")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
 
+    def _show_problem(self, problem: str) -> None:
+        line = self.query_one("#goto-problem", Static)
+        line.update(literal(problem))
+        line.set_class(bool(problem), "-shown")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._show_problem("")
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value)
+        result = event.validation_result
+        if result is not None and not result.is_valid:
+            self._show_problem(" ".join(result.failure_descriptions))
+            return
+        self.dismiss(int(event.value.strip()))
 
     def action_close(self) -> None:
         self.dismiss(None)

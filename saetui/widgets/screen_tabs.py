@@ -1,27 +1,35 @@
-"""The strip under the header: the four screens with their keys, the current one lit."""
+"""The strip under the header: every screen with its key, the current one lit."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
 
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-SCREENS = (("1", "report", "Report"), ("2", "feature", "Feature"), ("3", "probe", "Probe"), ("4", "registry", "Registry"))
+if TYPE_CHECKING:
+    from ..screens import ScreenEntry
 
 
 class ScreenTabs(Static):
+    """Shows `screens` (the app's table of screens) in order; `active` is the current mode."""
+
     DEFAULT_CSS = """
     ScreenTabs { height: 1; padding: 0 1; background: $panel; }
     """
 
-    active: reactive[str] = reactive("report")
+    active: reactive[str] = reactive("")
+
+    def __init__(self, screens: Sequence["ScreenEntry"]) -> None:
+        super().__init__()
+        self.screens = tuple(screens)
 
     def render(self) -> Text:
         out = Text(no_wrap=True, overflow="ellipsis")
-        for key, mode, name in SCREENS:
-            style = "bold reverse" if mode == self.active else ""
-            out.append(f" {key} ", "bold")
-            out.append(f"{name} ", style)
+        for entry in self.screens:
+            out.append(entry.key, "bold")
+            out.append(f" {entry.title} ", "bold reverse" if entry.mode == self.active else "")
             out.append(" ")
-        out.append("  ? help  q quit", "dim")
+        out.append(" ? help  q quit", "dim")
         return out
