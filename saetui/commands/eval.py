@@ -182,8 +182,8 @@ def l0_plot(data: dict, width: int, height: int = 5) -> Text:
         width=width,
         height=height,
         title=f"L0 per token: median {l0['median']:g}, p10 {l0['p10']:g}, p90 {l0['p90']:g}",
-        markers={l0["k"] + 0.5: "k"},
-        x_label=f"k = {l0['k']}",
+        markers={l0["k"] + 0.5: "k"} if l0["k"] is not None else {},
+        x_label=f"k = {l0['k']}" if l0["k"] is not None else "no k",
     )
 
 

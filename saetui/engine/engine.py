@@ -144,7 +144,8 @@ class Engine:
             return "loading SAE..."
         hook = f"L{d['layer']}/{d['component']}"
         model = "demo model" if self.is_demo else (d["model"] or "model ?")
-        line = f"{d['kind']} {d['d_model']}->{d['d_sae']} k={d['k']} | {hook} | {model}"
+        k = f" k={d['k']}" if d["k"] is not None else ""
+        line = f"{d['kind']} {d['d_model']}->{d['d_sae']}{k} | {hook} | {model}"
         if d.get("threshold_mode") == THRESHOLD_CALIBRATED and d.get("threshold") is not None:
             line += f" | threshold {d['threshold']:.4g}"
         return line
@@ -154,7 +155,7 @@ class Engine:
     def open_sae(self) -> SparseAutoencoder:
         """Read the SAE and check the flags that need no model."""
         if self.sae is None:
-            self.sae = load_sae(self.sae_path)
+            self.sae = load_sae(self.settings.sae if self.settings.sae is not None else self.sae_path, allow_download=self.settings.download)
             self.state.sae_loaded = True
         md = self.sae.metadata
         component = self.settings.component or md.component
@@ -176,7 +177,7 @@ class Engine:
         md = sae.metadata
         layer = self.settings.layer if self.settings.layer is not None else md.layer
         component = self.settings.component or md.component
-        self.hook = self.runner.check_hook(layer, component)
+        self.hook = self.runner.check_hook(layer, component, post_norm=getattr(md, "post_norm", False))
         width = self.runner.hook_width(self.hook)
         if width != sae.d_model:
             raise UserError(

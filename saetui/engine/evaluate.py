@@ -137,6 +137,22 @@ def apply_registry(data: dict[str, Any], registry_high: dict[int, str]) -> None:
     apply_rubric(data)
 
 
+def _l0_reference(data: dict[str, Any]) -> int | None:
+    """What the mean L0 is compared with: k, or for SAEs without k (JumpReLU, ReLU, gated)
+    the release's target L0 where the file names one (Gemma Scope's average_l0_N)."""
+    arch = data["architecture"]
+    return arch["k"] if arch.get("k") is not None else arch.get("l0_target")
+
+
+def _l0_reference_text(data: dict[str, Any]) -> str:
+    arch = data["architecture"]
+    if arch.get("k") is not None:
+        return f"k {arch['k']}"
+    if arch.get("l0_target") is not None:
+        return f"no k; release's target L0 {arch['l0_target']}"
+    return "no k: L0 varies by token"
+
+
 def apply_rubric(data: dict[str, Any]) -> None:
     """Bands, the guide's score and rating, and advice, from the measured numbers."""
     rec, spa = data["reconstruction"], data["sparsity"]
@@ -145,7 +161,7 @@ def apply_rubric(data: dict[str, Any]) -> None:
         "mse": metrics.band("mse", rec["mse"]),
         "cosine_similarity": metrics.band("cosine_similarity", rec["cosine_similarity"]),
         "explained_variance": metrics.band("explained_variance", rec["explained_variance"]),
-        "l0": metrics.l0_band(_num(spa["l0_mean"]), int(data["architecture"]["k"])),
+        "l0": metrics.l0_band(_num(spa["l0_mean"]), int(_l0_reference(data))) if _l0_reference(data) else None,
         "dead_fraction": metrics.band("dead_fraction", spa["dead_fraction"]),
         "interpretability": metrics.band("interpretability", n_interp),
     }
@@ -419,7 +435,8 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
             "d_model": int(d_model),
             "d_hidden": int(d_sae),
             "expansion": float(d_sae / d_model),
-            "k": int(sae.k),
+            "k": int(sae.k) if sae.k is not None else None,
+            **({"l0_target": sae.metadata.l0_target} if sae.k is None and getattr(sae.metadata, "l0_target", None) else {}),
         },
         "reconstruction": {
             "mse": r["mse"],
@@ -631,7 +648,7 @@ def summary_rows(data: dict[str, Any]) -> list[Row]:
         Row("Reconstruction", "Explained variance", _f(rec["explained_variance"], ".1%"), bands["explained_variance"],
             f"SAEBench form {_f(extra['explained_variance_saebench'], '.1%')}", "explained_variance"),
         Row("Reconstruction", "L2 ratio |x̂|/|x|", _f(extra["l2_ratio"], ".3f"), None, "below 1: shrinkage", "l2_ratio"),
-        Row("Sparsity", "L0 mean", f"{_f(spa['l0_mean'], '.1f')} (k {data['architecture']['k']})", bands["l0"],
+        Row("Sparsity", "L0 mean", f"{_f(spa['l0_mean'], '.1f')} ({_l0_reference_text(data)})", bands["l0"],
             f"median {_f(l0d['median'], 'g')}, p10 {_f(l0d['p10'], 'g')}, p90 {_f(l0d['p90'], 'g')}", "l0"),
         Row("Sparsity", "Dead (practical)", f"{spa['dead_features_practical']:,}/{d_sae:,} ({spa['dead_fraction']:.1%})",
             bands["dead_fraction"], f"< {spa['rare_threshold']:,} firings", "dead_features"),

@@ -329,11 +329,12 @@ class JumpReLUSAE(SAE):
 
     def __init__(self, *, threshold: mx.array | float, **kw: Any) -> None:
         super().__init__(**kw)
-        self.threshold = threshold
+        # Not `threshold`: callers read `sae.threshold` as BatchTopK's calibrated float.
+        self.thresholds = threshold
 
     def _activate(self, sae_in: mx.array) -> mx.array:
         pre = self._pre(sae_in)
-        return mx.where(pre > self.threshold, mx.maximum(pre, 0.0), 0.0)
+        return mx.where(pre > self.thresholds, mx.maximum(pre, 0.0), 0.0)
 
 
 class GatedSAE(SAE):
@@ -499,6 +500,10 @@ class ThresholdedBatchTopKSAE(JumpReLUSAE):
         self.k = base.k  # the threshold was calibrated for mean L0 = k
         self.threshold_value = float(threshold)
         self.architecture = f"BatchTopK, calibrated threshold {self.threshold_value:.4g}"
+
+    @property
+    def threshold(self) -> float:
+        return self.threshold_value
 
     @property
     def kind(self) -> str:  # compat: callers move to the new API
