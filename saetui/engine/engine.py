@@ -45,6 +45,7 @@ class EngineSettings:
     batch_size: int = 8
     download: bool = False
     threshold_mode: str = THRESHOLD_CALIBRATED
+    norm_scaling_factor: float | None = None
     debug: bool = False
 
 
@@ -81,7 +82,10 @@ class Engine:
             from ..demo import demo_sae_path
 
             return demo_sae_path()
-        return Path(self.settings.sae).expanduser()
+        path = Path(self.settings.sae).expanduser()
+        if not path.exists() and self.sae is not None and self.sae.path is not None:
+            return self.sae.path  # an SAE named as repo:folder: its folder in the Hugging Face cache
+        return path
 
     @property
     def model_name(self) -> str | None:
@@ -155,7 +159,12 @@ class Engine:
     def open_sae(self) -> SparseAutoencoder:
         """Read the SAE and check the flags that need no model."""
         if self.sae is None:
-            self.sae = load_sae(self.settings.sae if self.settings.sae is not None else self.sae_path, allow_download=self.settings.download)
+            self.sae = load_sae(
+                self.settings.sae if self.settings.sae is not None else self.sae_path,
+                allow_download=self.settings.download,
+                norm_scaling_factor=self.settings.norm_scaling_factor,
+            )
+            self.state.notes.extend(self.sae.metadata.notes)
             self.state.sae_loaded = True
         md = self.sae.metadata
         component = self.settings.component or md.component

@@ -116,7 +116,10 @@ def detect(path: Path) -> tuple[str, Path]:
     pickles = sorted(n for n in names if n.endswith(_PICKLES[:2]))
     if pickles:
         raise _pickle_error(path / pickles[0])
-    raise UserError(f"{shown(str(path))[1:-1]} holds no SAE: no config.json, cfg.json or params.npz ({NO_SAE})", "Point saetui at the directory of one SAE")
+    raise UserError(
+        f"{shown(str(path))[1:-1]} holds no SAE: no config.json, cfg.json or params.npz ({NO_SAE})",
+        "Point saetui at the directory of one SAE: the .mlx directory mlxterp saved, or a SAELens, Gemma Scope or sparsify folder",
+    )
 
 
 def _pickle_error(path: Path) -> UserError:
