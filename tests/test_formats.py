@@ -18,8 +18,8 @@ from formats_support import (
     reference,
     saelens_weights,
     write_gemmascope,
-    write_safetensors,
     write_saelens,
+    write_safetensors,
     write_sparsify,
 )
 
@@ -572,3 +572,18 @@ def test_mlxterp_fifo_config(fixtures_dir, tmp_path):
     (p / "config.json").unlink()
     os.mkfifo(p / "config.json")
     _fails(p, "config.json is a FIFO")
+
+
+def test_gemma_scope_npz_variants(tmp_path):
+    """Compressed npz files load too; object arrays (pickles) and truncated files are refused."""
+    ref = reference()
+    npz, w = write_gemmascope(tmp_path / "a")
+    x = _inputs(32)
+    z, recon = ref.gemmascope_forward(w, x)
+    np.savez_compressed(npz, **w)
+    _check(load_sae(npz), x, z, recon)
+    np.savez(npz, **w, extra=np.array([{"a": 1}], dtype=object))
+    _fails(npz, "cannot be read as a numpy .npz file")
+    np.savez(npz, **w)
+    npz.write_bytes(npz.read_bytes()[:5000])
+    _fails(npz, "cannot be read as a numpy .npz file")

@@ -4,7 +4,6 @@ flags standing in for an unreadable hook, and SAEs opened from the Hugging Face 
 from __future__ import annotations
 
 import json
-import shutil
 
 import mlx.core as mx
 import numpy as np

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -445,11 +446,11 @@ class BatchTopKSAE(SAE):
         kth = mx.topk(mx.abs(h).reshape(-1), m).min()
         return mx.where(mx.abs(h) >= kth, h, 0.0)
 
-    def with_threshold(self, threshold: float) -> "ThresholdedBatchTopKSAE":
+    def with_threshold(self, threshold: float) -> ThresholdedBatchTopKSAE:
         """The per-token inference view: z = h * (h > threshold), independent of the batch."""
         return ThresholdedBatchTopKSAE(self, float(threshold))
 
-    def calibrated(self, activations: Iterable[mx.array] | mx.array) -> "ThresholdedBatchTopKSAE":
+    def calibrated(self, activations: Iterable[mx.array] | mx.array) -> ThresholdedBatchTopKSAE:
         """The inference view whose threshold gives mean L0 = k on these activations."""
         if isinstance(activations, mx.array):
             activations = [activations]

@@ -72,20 +72,19 @@ def _open_regular(path: Path) -> tuple[int, int]:
 
 
 def read_bytes(path: Path, cap: int | None = None) -> bytes:
-    """The whole content of a regular file, at most `cap` bytes (UserError beyond)."""
+    """The whole content of a regular file, at most `cap` bytes (UserError beyond).
+
+    `readall` sizes its buffer from fstat and returns one `bytes`, which BytesIO and
+    numpy then share without copying (weights files are hundreds of MB)."""
     fd, size = _open_regular(path)
     try:
         if cap is not None and size > cap:
             raise UserError(f"{path} is {size:,} bytes, too large for an SAE file of its kind (limit {cap:,})", "Restore the file from the SAE's release")
-        chunks = []
-        remaining = size if cap is None else min(size, cap)
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+            data = f.readall()
+        if cap is not None and len(data) > cap:  # grew while being read
+            raise UserError(f"{path} is over {cap:,} bytes, too large for an SAE file of its kind", "Restore the file from the SAE's release")
+        return data
     except OSError as exc:
         raise UserError(f"{path} cannot be read ({exc.strerror or type(exc).__name__})", "Copy the SAE again") from None
     finally:
@@ -160,16 +159,57 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str],
 
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], bytes]:
-    """The arrays of a numpy .npz file (no pickles) and its bytes."""
+    """The arrays of a numpy .npz file (no pickles) and its bytes.
+
+    Uncompressed members (np.savez, what Gemma Scope ships) are viewed in place, without
+    a copy; compressed ones go through np.load."""
     raw = read_bytes(path)
     fix = "Copy the file again from the SAE's release"
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        arrays = _npz_in_place(raw)
+        if arrays is None:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, struct.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path} cannot be read as a numpy .npz file ({detail[:120]})", fix) from None
     return arrays, raw
+
+
+def _npz_in_place(raw: bytes) -> dict[str, np.ndarray] | None:
+    """Arrays of an uncompressed .npz as views into `raw`; None if any member is compressed."""
+    view = memoryview(raw)
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        infos = zf.infolist()
+        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+            return None
+        out: dict[str, np.ndarray] = {}
+        for info in infos:
+            # The member's data follows its local header (30 bytes + name + extra).
+            local = view[info.header_offset : info.header_offset + 30]
+            if bytes(local[:4]) != b"PK\x03\x04":
+                raise ValueError("bad zip member header")
+            name_len, extra_len = struct.unpack("<HH", bytes(local[26:30]))
+            start = info.header_offset + 30 + name_len + extra_len
+            member = io.BytesIO(view[start : start + min(info.file_size, 1 << 20)])  # the .npy header
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                return None
+            if dtype.hasobject:
+                raise ValueError("object arrays are not read")
+            offset = start + member.tell()
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if offset + count * dtype.itemsize > start + info.file_size:
+                raise ValueError(f"member {info.filename} is truncated")
+            arr = np.frombuffer(view[offset : offset + count * dtype.itemsize], dtype=dtype)
+            arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+            key = info.filename.removesuffix(".npy")
+            out[key] = arr
+        return out
 
 
 def digest(*parts: bytes | str) -> str:

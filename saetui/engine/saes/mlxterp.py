@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from ..errors import UserError
 from . import validate
-from .base import BatchTopKSAE, SAE, SAEMetadata, Standardize, TopKSAE
+from .base import SAE, BatchTopKSAE, SAEMetadata, Standardize, TopKSAE
 from .files import digest, read_json_object, read_safetensors, shown
 
 TOPK = "SAE"
@@ -35,7 +35,7 @@ class MlxterpConfig:
     training_samples: int | None = None
 
     @classmethod
-    def parse(cls, config: dict[str, Any], where: Path) -> "MlxterpConfig":
+    def parse(cls, config: dict[str, Any], where: Path) -> MlxterpConfig:
         kind = config.get("class")
         if kind not in KNOWN_CLASSES:
             raise UserError(

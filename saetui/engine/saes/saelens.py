@@ -19,16 +19,13 @@ import numpy as np
 from ..errors import UserError
 from . import validate
 from .base import (
-    ConstantNormRescale,
-    GatedSAE,
-    InputNorm,
-    JumpReLUSAE,
-    LayerNormNorm,
-    ReLUSAE,
+    ARCHITECTURES,
     SAE,
+    ConstantNormRescale,
+    InputNorm,
+    LayerNormNorm,
     SAEMetadata,
     Scale,
-    TopKSAE,
     Whitening,
 )
 from .files import digest, read_bytes, read_json_object, read_safetensors, shown
@@ -72,7 +69,7 @@ class SAELensConfig:
     legacy: bool = False
 
     @classmethod
-    def parse(cls, raw: dict[str, Any], where: Path) -> "SAELensConfig":
+    def parse(cls, raw: dict[str, Any], where: Path) -> SAELensConfig:
         w = str(where)
         md_raw = raw.get("metadata")
         md: dict[str, Any] = dict(md_raw) if isinstance(md_raw, dict) else {}
@@ -213,8 +210,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
 
     norm = _input_norm(path, cfg, norm_scaling_factor, notes)
     W_enc, b_enc, W_dec = w["W_enc"], w.get("b_enc"), w["W_dec"]
-    common: dict[str, Any]
-    arch_cls: type[SAE]
+    arch_cls: type[SAE] = ARCHITECTURES[arch]
     extra: dict[str, Any] = {}
     if arch in BATCHTOPK:
         # Export as SAELens does (spec §2.7): fold the decoder norms, one threshold for all.
@@ -224,20 +220,14 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
             b_enc = b_enc * n
             W_dec = W_dec / n[:, None]
         extra["threshold"] = mx.full((m,), w["topk_threshold"].item())
-        arch_cls = JumpReLUSAE
         notes.append(f"{arch} training checkpoint converted to JumpReLU with its learnt threshold {w['topk_threshold'].item():.4g}")
-    elif arch == "standard":
-        arch_cls = ReLUSAE
     elif arch == "topk":
-        arch_cls = TopKSAE
         extra.update(k=cfg.k, rescale_by_decoder_norm=cfg.rescale_acts_by_decoder_norm, ties="exact")
     elif arch == "jumprelu":
-        arch_cls = JumpReLUSAE
         extra["threshold"] = w["threshold"]
         if bool((w["threshold"] < 0).any().item()):
             notes.append("Some JumpReLU thresholds are negative; they act as 0 because of the ReLU")
-    else:
-        arch_cls = GatedSAE
+    elif arch == "gated":
         b_enc = mx.zeros((m,))  # unused: gated SAEs have b_gate and b_mag
         extra.update(b_gate=w["b_gate"], b_mag=w["b_mag"], r_mag=w["r_mag"])
 

@@ -26,7 +26,7 @@ class SparsifyConfig:
     skip_connection: bool
 
     @classmethod
-    def parse(cls, cfg: dict[str, Any], where: Path) -> "SparsifyConfig":
+    def parse(cls, cfg: dict[str, Any], where: Path) -> SparsifyConfig:
         w = str(where)
         d_in = validate.positive_int(cfg, "d_in", w)
         expansion = validate.positive_int(cfg, "expansion_factor", w, default=32)
