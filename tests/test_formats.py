@@ -587,3 +587,10 @@ def test_gemma_scope_npz_variants(tmp_path):
     np.savez(npz, **w)
     npz.write_bytes(npz.read_bytes()[:5000])
     _fails(npz, "cannot be read as a numpy .npz file")
+
+
+def test_untrusted_folder_names_are_escaped(tmp_path):
+    run = tmp_path / "run"
+    folder, _, _ = write_sparsify(run, "layers.1\x1b[2J", cfg_extra={"k": 10_000})
+    err = _fails(run, "k=10000 is larger")
+    assert "\x1b" not in err.one_line() and "\\x1b" in err.one_line()

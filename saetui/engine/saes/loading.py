@@ -156,8 +156,18 @@ def load_sae(path: str | Path, allow_download: bool = False, norm_scaling_factor
     """Load an SAE in any supported format: a folder or file path, or a Hugging Face cache
     spec `repo/id:folder` (see `resolve_sae_location`).
 
-    Raises `UserError` with a one-line problem and fix for anything wrong with the files.
+    Raises `UserError` with a one-line problem and fix for anything wrong with the files;
+    every character of it printable (paths and names inside SAE folders are untrusted).
     """
+    from ...ui.safe_text import visible
+
+    try:
+        return _load(path, allow_download, norm_scaling_factor)
+    except UserError as exc:
+        raise UserError(visible(exc.problem), visible(exc.fix)) from None
+
+
+def _load(path: str | Path, allow_download: bool, norm_scaling_factor: float | None) -> SAE:
     location = resolve_sae_location(path, allow_download)
     fmt, target = detect(location)
     if fmt == "mlxterp":
