@@ -42,7 +42,8 @@ def resolve_sae_location(spec: str | Path, allow_download: bool = False) -> Path
         raise UserError(f"{shown(text)}: the folder inside the repository may not contain '..'", "Name a folder of the repository, e.g. repo/id:layer_12/width_16k/average_l0_82")
     from huggingface_hub import snapshot_download
 
-    patterns = [f"{inside}/*", f"{inside}/**"] if inside else None
+    # The folder, and a sparsify run's config.json at the root (it names the model).
+    patterns = [f"{inside}/*", f"{inside}/**", "config.json"] if inside else None
     try:
         root = Path(snapshot_download(repo, local_files_only=not allow_download, allow_patterns=patterns, cache_dir=_hf_cache_dir()))
     except Exception as exc:  # noqa: BLE001 - hub errors are many; the user needs one line
