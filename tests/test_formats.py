@@ -594,3 +594,21 @@ def test_untrusted_folder_names_are_escaped(tmp_path):
     folder, _, _ = write_sparsify(run, "layers.1\x1b[2J", cfg_extra={"k": 10_000})
     err = _fails(run, "k=10000 is larger")
     assert "\x1b" not in err.one_line() and "\\x1b" in err.one_line()
+
+
+@pytest.mark.parametrize("point,site", [("model.layers.5.output", (5, "resid", False)),
+                                        ("model.layers.5.post_feedforward_layernorm.output", (5, "mlp", True))])
+def test_gemma_scope_2_folder(tmp_path, point, site):
+    ref = reference()
+    rng = np.random.default_rng(9)
+    w = saelens_weights(rng, "jumprelu", 32, 96)
+    folder = tmp_path / "resid_post" / "layer_5_width_16k_l0_medium"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "jump_relu", "model_name": "google/gemma-3-1b-pt", "hf_hook_point_in": point}))
+    write_safetensors(folder / "params.safetensors", {n.lower(): a for n, a in w.items()})
+    x = _inputs(32)
+    z, recon = ref.gemmascope_forward(w, x)
+    sae = load_sae(folder)
+    _check(sae, x, z, recon)
+    md = sae.metadata
+    assert (md.layer, md.component, md.post_norm, md.model_name) == (*site, "google/gemma-3-1b-pt")

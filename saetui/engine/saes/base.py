@@ -359,20 +359,21 @@ class GatedSAE(SAE):
 
 
 class TopKSAE(SAE):
-    """Top-k per token.
+    """Top-k per token: the k largest pre-activations, then ReLU.
 
-    `ties="exact"` (SAELens, sparsify): exactly k chosen on the pre-activations, then
-    ReLU. `ties="keep"` (mlxterp): every relu(pre) >= the k-th largest is kept. With
-    `rescale_by_decoder_norm` (SAELens topk), pre is multiplied by ||W_dec|| before the
-    selection and z divided by it before decoding: z is in unit-decoder units.
+    Every pre >= the k-th largest is kept, so a tie at the boundary keeps more than k
+    (mlxterp's rule; SAELens and sparsify keep whichever k torch.topk returns). Without
+    ties all three agree, also when fewer than k are positive. This is also faster than
+    scattering k indices. With `rescale_by_decoder_norm` (SAELens topk), pre is
+    multiplied by ||W_dec|| before the selection and z divided by it before decoding:
+    z is in unit-decoder units.
     """
 
     architecture = "TopK"
 
-    def __init__(self, *, k: int, rescale_by_decoder_norm: bool = False, ties: str = "exact", **kw: Any) -> None:
+    def __init__(self, *, k: int, rescale_by_decoder_norm: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
         self.k = int(k)
-        self.ties = ties
         self.rescale_by_decoder_norm = bool(rescale_by_decoder_norm)
         self.decoder_norms = mx.linalg.norm(self.W_dec, axis=-1) if self.rescale_by_decoder_norm else None
         if self.rescale_by_decoder_norm:
@@ -386,13 +387,8 @@ class TopKSAE(SAE):
     def _activate(self, sae_in: mx.array) -> mx.array:
         pre = self._pre(sae_in)
         k = min(self.k, pre.shape[-1])
-        if self.ties == "keep":
-            h = mx.maximum(pre, 0.0)
-            kth = mx.topk(h, k, axis=-1).min(axis=-1, keepdims=True)
-            return mx.where(h >= kth, h, 0.0)
-        idx = mx.argpartition(-pre, kth=k - 1, axis=-1)[..., :k]
-        kept = mx.maximum(mx.take_along_axis(pre, idx, axis=-1), 0.0)
-        return mx.put_along_axis(mx.zeros_like(pre), idx, kept, axis=-1)
+        kth = mx.topk(pre, k, axis=-1).min(axis=-1, keepdims=True)
+        return mx.where(pre >= kth, mx.maximum(pre, 0.0), 0.0)
 
     def _decode_scale(self, z: mx.array) -> mx.array:
         return z / self.decoder_norms if self.decoder_norms is not None else z

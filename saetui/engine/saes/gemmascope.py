@@ -19,7 +19,7 @@ from .hooks import hook_for_sae
 _MODELS = (("2b-it", "gemma-2-2b-it"), ("9b-it", "gemma-2-9b-it"), ("27b-it", "gemma-2-27b-it"), ("2b", "gemma-2-2b"), ("9b", "gemma-2-9b"), ("27b", "gemma-2-27b"))
 
 
-def _rename(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _rename(arrays: dict[str, Any]) -> dict[str, Any]:
     """SAELens's rule: a key beginning `w_` becomes `W_` + the rest."""
     return {("W_" + k[2:] if k.startswith("w_") else k): v for k, v in arrays.items()}
 
@@ -76,7 +76,7 @@ def load_gemmascope2(folder: Path) -> SAE:
             raise UserError(f"{folder / 'config.json'}: transcoders are not supported", "Open a sparse autoencoder (it reconstructs its own hook)")
         raise UserError(f"{folder / 'config.json'}: architecture {shown(arch)} is not supported", "saetui reads Gemma Scope 2 jump_relu SAEs")
     arrays, stored, raw = read_safetensors(folder / "params.safetensors")
-    return _build(folder / "params.safetensors", _rename(arrays), stored, raw, cfg_bytes, cfg)
+    return _build(folder / "params.safetensors", _rename(arrays), _rename(stored), raw, cfg_bytes, cfg)
 
 
 def _build(file: Path, arrays: dict[str, np.ndarray], stored: dict[str, str] | None, raw: bytes, cfg_bytes: bytes, cfg: dict[str, Any] | None = None) -> SAE:

@@ -129,7 +129,7 @@ def load_mlxterp(path: Path) -> SAE:
         norm=norm,
         format="mlxterp",
     )
-    sae: SAE = TopKSAE(k=cfg.k, ties="keep", **common) if cfg.cls == TOPK else BatchTopKSAE(k=cfg.k, **common)
+    sae: SAE = TopKSAE(k=cfg.k, **common) if cfg.cls == TOPK else BatchTopKSAE(k=cfg.k, **common)
     sae.tied_weights = cfg.tied_weights  # type: ignore[attr-defined]
     sae.normalize_input = cfg.normalize_input  # type: ignore[attr-defined]
     sae.input_mean = norm.mean if norm else mx.zeros((d,))  # type: ignore[attr-defined]
@@ -155,7 +155,7 @@ def mlxterp_sae(config: dict[str, Any], weights: dict[str, mx.array], path: Path
         norm=norm,
         format="mlxterp",
     )
-    sae: SAE = TopKSAE(k=cfg.k, ties="keep", **common) if cfg.cls == TOPK else BatchTopKSAE(k=cfg.k, **common)
+    sae: SAE = TopKSAE(k=cfg.k, **common) if cfg.cls == TOPK else BatchTopKSAE(k=cfg.k, **common)
     sae.tied_weights = tied  # type: ignore[attr-defined]
     sae.normalize_input = cfg.normalize_input  # type: ignore[attr-defined]
     return sae

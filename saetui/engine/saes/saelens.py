@@ -222,7 +222,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
         extra["threshold"] = mx.full((m,), w["topk_threshold"].item())
         notes.append(f"{arch} training checkpoint converted to JumpReLU with its learnt threshold {w['topk_threshold'].item():.4g}")
     elif arch == "topk":
-        extra.update(k=cfg.k, rescale_by_decoder_norm=cfg.rescale_acts_by_decoder_norm, ties="exact")
+        extra.update(k=cfg.k, rescale_by_decoder_norm=cfg.rescale_acts_by_decoder_norm)
     elif arch == "jumprelu":
         extra["threshold"] = w["threshold"]
         if bool((w["threshold"] < 0).any().item()):

@@ -113,7 +113,7 @@ def load_sparsify(folder: Path) -> SAE:
     if cfg.activation == "groupmax":
         return GroupMaxSAE(k=cfg.k, **common)
     # ReLU before the top-k: the same dense z as SAELens's topk on relu(pre).
-    return _SparsifyTopK(k=cfg.k, ties="exact", **common)
+    return _SparsifyTopK(k=cfg.k, **common)
 
 
 class _SparsifyTopK(TopKSAE):
