@@ -231,7 +231,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
         b_enc = mx.zeros((m,))  # unused: gated SAEs have b_gate and b_mag
         extra.update(b_gate=w["b_gate"], b_mag=w["b_mag"], r_mag=w["r_mag"])
 
-    sparsity_bytes = _check_sparsity(path, m, notes)
+    _check_sparsity(path, m, notes)
     hook = hook_for_sae(md.get("hook_name"), md.get("model_class_name"), str(path / CFG))
     model_name = md.get("model_name")
     if model_name is not None and not isinstance(model_name, str):
@@ -256,7 +256,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
         W_dec=W_dec,
         b_dec=w["b_dec"],
         metadata=metadata,
-        content_hash=digest("saelens", cfg_bytes, w_bytes, scaler, repr(norm_scaling_factor), sparsity_bytes),
+        content_hash=digest("saelens", cfg_bytes, w_bytes, scaler, repr(norm_scaling_factor)),
         path=path,
         config=raw,
         subtract_b_dec=cfg.apply_b_dec_to_input,
@@ -306,15 +306,15 @@ def _input_norm(path: Path, cfg: SAELensConfig, cli_factor: float | None, notes:
     return Scale(factor)
 
 
-def _check_sparsity(path: Path, d_sae: int, notes: list[str]) -> bytes:
+def _check_sparsity(path: Path, d_sae: int, notes: list[str]) -> None:
+    """sparsity.safetensors is informational (the training firing rates): a note if it is bad."""
     p = path / "sparsity.safetensors"
     if not p.exists():
-        return b""
+        return
     try:
-        arrays, _, raw = read_safetensors(p)
+        arrays, _, _ = read_safetensors(p)
     except UserError as exc:
         notes.append(f"sparsity.safetensors ignored: {exc.problem}")
-        return b""
+        return
     if tuple(np.shape(arrays.get("sparsity"))) != (d_sae,):
         notes.append("sparsity.safetensors ignored: it holds no 'sparsity' tensor of shape (d_sae,)")
-    return b""
