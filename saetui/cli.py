@@ -24,7 +24,7 @@ EXIT_USER_ERROR = 2
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sae", nargs="?", default=None, help="an SAE directory saved by mlxterp (NAME.mlx); default: the bundled demo")
+    parser.add_argument("sae", nargs="?", default=None, help="an SAE: an mlxterp NAME.mlx, SAELens, Gemma Scope or sparsify folder, or repo/id:folder in the Hugging Face cache; default: the bundled demo")
     parser.add_argument("--model", help="mlx-lm model directory or cached Hugging Face id (default: the SAE's metadata.model_name)")
     parser.add_argument("--dataset", help="local .txt/.jsonl/.json/.csv/.parquet file or cached Hugging Face name[:config[:split]]")
     parser.add_argument("--text-column", help="the dataset's text column (default: found automatically)")
@@ -33,7 +33,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="feature registry JSON (default: beside the SAE)")
     parser.add_argument("--context-len", type=int, help="tokens per context, BOS included (default: 128, or the model's limit)")
     parser.add_argument("--batch-semantics", action="store_true", help="BatchTopK SAEs: use mlxterp's batch-dependent encoding instead of the calibrated per-token threshold")
-    parser.add_argument("--download", action="store_true", help="allow downloading the model or dataset from Hugging Face")
+    parser.add_argument("--download", action="store_true", help="allow downloading the SAE, model or dataset from Hugging Face")
+    parser.add_argument("--norm-scaling-factor", type=float, help="SAELens SAEs with normalize_activations expected_average_only_in: the release's norm scaling factor")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -52,6 +53,7 @@ def engine_settings(args: argparse.Namespace):
         context_len=args.context_len,
         download=args.download,
         threshold_mode=THRESHOLD_BATCH if args.batch_semantics else THRESHOLD_CALIBRATED,
+        norm_scaling_factor=args.norm_scaling_factor,
         debug=args.debug,
     )
 

@@ -211,7 +211,7 @@ def test_batchtopk_threshold_is_calibrated_on_the_dataset_and_cached(tmp_path, t
 
     with opened_engine(**settings) as (engine, session):
         session.iter_activations = None  # type: ignore[assignment]
-        assert engine.call(lambda: drive(calibrate_threshold(session))) == theta
+        assert engine.call(lambda: drive(calibrate_threshold(session))).threshold == theta
 
 
 @pytest.mark.parametrize("close", [True, False], ids=["closed", "left-open"])

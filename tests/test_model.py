@@ -132,3 +132,108 @@ def test_variants_replay_the_prefix_and_match_full_splices(runner):
             for fn, got in zip(fns, variants):
                 want = runner.logits(TOKENS, hook, replace=fn)
                 np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-3, rtol=1e-3)
+
+
+# -- hook names (sae-formats spec §5) and the Gemma capture point ------------------------------------
+
+from saetui.engine.model import HookSite, UnknownHookName, hf_model_candidates, hook_from_name  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "name,site",
+    [
+        ("blocks.12.hook_resid_post", HookSite(12, "resid")),
+        ("blocks.6.hook_resid_pre", HookSite(5, "resid")),
+        ("blocks.3.hook_mlp_out", HookSite(3, "mlp", post_norm=True)),
+        ("blocks.5.hook_attn_out", HookSite(5, "attn", post_norm=True)),
+        ("layers.4", HookSite(4, "resid")),
+        ("model.layers.7", HookSite(7, "resid")),
+        ("h.2", HookSite(2, "resid")),
+        ("transformer.h.2", HookSite(2, "resid")),
+        ("gpt_neox.layers.1", HookSite(1, "resid")),
+        ("layers.4.mlp", HookSite(4, "mlp")),
+        ("model.layers.4.mlp", HookSite(4, "mlp")),
+        ("h.0.mlp", HookSite(0, "mlp")),
+        ("layers.3.self_attn", HookSite(3, "attn")),
+        ("gpt_neox.layers.3.attention", HookSite(3, "attn")),
+        ("transformer.h.9.attn", HookSite(9, "attn")),
+    ],
+)
+def test_hook_names_map_to_layer_and_component(name, site):
+    assert hook_from_name(name) == site
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blocks.0.hook_resid_pre", "blocks.3.hook_resid_mid", "blocks.2.attn.hook_z", "blocks.2.attn.hook_q",
+        "blocks.2.attn.hook_result", "blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pre", "blocks.1.ln1.hook_normalized",
+        "blocks.1.hook_mlp_in", "hook_embed", "hook_pos_embed", "embed_tokens", "model.embed_tokens", "gpt_neox.embed_in",
+        "transformer.wte", "h.3.mlp.act", "layers.3.mlp.act_fn", "model.layers.2.self_attn.o_proj",
+    ],
+)
+def test_out_of_scope_hooks_are_refused(name):
+    with pytest.raises(UserError, match="is not a residual, MLP or attention output") as info:
+        hook_from_name(name)
+    assert not isinstance(info.value, UnknownHookName) and "Pick an SAE" in info.value.fix
+
+
+def test_unreadable_hook_name_asks_for_flags():
+    with pytest.raises(UnknownHookName, match="cannot tell the layer and component from hook 'my_hook'.*--layer and --component"):
+        hook_from_name("my_hook")
+
+
+def test_transformerlens_model_names_map_to_hub_ids():
+    assert hf_model_candidates("gemma-2-2b") == ["google/gemma-2-2b", "mlx-community/gemma-2-2b"]
+    assert hf_model_candidates("pythia-70m-deduped")[0] == "EleutherAI/pythia-70m-deduped"
+    assert hf_model_candidates("meta-llama/Llama-3.1-8B") == ["meta-llama/Llama-3.1-8B"]
+    with pytest.raises(UserError, match=r"gemma-2-2b \(the TransformerLens name of google/gemma-2-2b\) is not in the local.*--model"):
+        load_model("gemma-2-2b")
+    with pytest.raises(UserError, match="Model not found: tiny-stories-unknown .*neither a local directory"):
+        load_model("tiny-stories-unknown")
+
+
+def test_hub_id_with_shell_characters_is_not_offered_as_a_command():
+    with pytest.raises(UserError) as info:
+        load_model("evil/x;rm -rf ~")
+    assert "huggingface-cli" not in info.value.fix
+
+
+@pytest.fixture(scope="module")
+def gemma2(tmp_path_factory):
+    return load_model(str(make_model_dir(tmp_path_factory.mktemp("gemma2"), "gemma2", layers=3)))
+
+
+def test_gemma_post_norm_capture_point(gemma2):
+    """TransformerLens's hook_mlp_out/hook_attn_out on Gemma 2 lie after the post-norms:
+    resid_L = resid_{L-1} + post_attention_layernorm(attn_L) + post_feedforward_layernorm(mlp_L)."""
+    runner = gemma2
+    r0 = runner.activations(TOKENS, Hook(0, "resid"))
+    r1 = runner.activations(TOKENS, Hook(1, "resid"))
+    attn_post = runner.activations(TOKENS, runner.check_hook(1, "attn", post_norm=True))
+    mlp_post = runner.activations(TOKENS, runner.check_hook(1, "mlp", post_norm=True))
+    np.testing.assert_allclose(np.array(r1), np.array(r0 + attn_post + mlp_post), atol=1e-4)
+    # By hand: the post-norm applied to the module outputs (what mlxterp's hooks capture).
+    layer = runner.layers[1]
+    attn_mod = runner.activations(TOKENS, runner.check_hook(1, "attn"))
+    mlp_mod = runner.activations(TOKENS, runner.check_hook(1, "mlp"))
+    w_ff = np.array(layer.post_feedforward_layernorm.weight)
+    m = np.array(mlp_mod, dtype=np.float64)
+    rms = np.sqrt((m * m).mean(-1, keepdims=True) + layer.post_feedforward_layernorm.eps)
+    np.testing.assert_allclose(np.array(mlp_post), m / rms * (1.0 + w_ff), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.array(attn_post), np.array(layer.post_attention_layernorm(attn_mod)), atol=1e-5)
+    assert float(mx.abs(mlp_post - mlp_mod).max()) > 1e-3
+    # Splicing at the post-norm point: identity is the clean model.
+    clean = runner.logits(TOKENS)
+    same = runner.logits(TOKENS, runner.check_hook(1, "mlp", post_norm=True), replace=lambda x: x)
+    np.testing.assert_allclose(np.array(same), np.array(clean), atol=1e-4)
+
+
+def test_post_norm_is_the_module_output_without_post_norms(tiny_model_dir):
+    runner = load_model(str(tiny_model_dir))  # llama: its post_attention_layernorm is the pre-MLP norm
+    a = runner.activations(TOKENS, runner.check_hook(1, "mlp", post_norm=True))
+    b = runner.activations(TOKENS, runner.check_hook(1, "mlp"))
+    np.testing.assert_allclose(np.array(a), np.array(b), atol=0)
+    a = runner.activations(TOKENS, runner.check_hook(1, "attn", post_norm=True))
+    b = runner.activations(TOKENS, runner.check_hook(1, "attn"))
+    np.testing.assert_allclose(np.array(a), np.array(b), atol=0)

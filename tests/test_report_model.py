@@ -151,7 +151,7 @@ DAMAGE = [
     (["reconstruction", "mse"], '"0.1"'),
     (["sparsity", "dead_features"], "1.5"),
     (["sparsity", "dead_features"], "true"),
-    (["architecture", "k"], "null"),
+    (["architecture", "k"], "2.5"),  # null is allowed: SAEs without k (JumpReLU, ReLU, gated)
     (["score", "total"], "null"),
     (["score", "proceed"], "1"),
     (["settings", "seed"], "0"),

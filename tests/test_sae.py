@@ -12,7 +12,7 @@ from support import write_sae
 
 from saetui import load_sae
 from saetui.engine.errors import UserError
-from saetui.engine.sae import BATCH_TOPK, TOPK
+from saetui.engine.sae import BATCH_TOPK, BatchTopKSAE, ThresholdedBatchTopKSAE, TopKSAE
 
 FIXTURE_NAMES = ["topk_llama_l2_mlp", "batchtopk_qwen_l1_mlp", "topk_tied_nonorm"]
 
@@ -22,7 +22,7 @@ def test_fixture_encode_decode_match_mlxterp(fixtures_dir, name):
     sae = load_sae(fixtures_dir / f"{name}.mlx")
     expected = np.load(fixtures_dir / f"{name}.expected.npz")
     x = mx.array(expected["x"])
-    features = np.array(sae.encode(x, batch=True))
+    features = np.array(sae.encode(x))  # BatchTopKSAE: mlxterp's batch semantics
     np.testing.assert_allclose(features, expected["features"], atol=1e-5, rtol=0)
     recon = np.array(sae.decode(mx.array(expected["features"])))
     np.testing.assert_allclose(recon, expected["reconstruction"], atol=1e-5, rtol=0)
@@ -30,7 +30,8 @@ def test_fixture_encode_decode_match_mlxterp(fixtures_dir, name):
 
 def test_fixture_metadata_and_api(fixtures_dir):
     sae = load_sae(fixtures_dir / "topk_llama_l2_mlp.mlx")
-    assert (sae.kind, sae.d_model, sae.d_sae, sae.k) == (TOPK, 64, 512, 16)
+    assert (type(sae), sae.d_model, sae.d_sae, sae.k) == (TopKSAE, 64, 512, 16)
+    assert sae.format == "mlxterp" and sae.architecture == "TopK" and sae.metadata.format == "mlxterp"
     assert sae.metadata.layer == 2 and sae.metadata.component == "mlp"
     assert sae.metadata.model_name == "mlx-community/Llama-3.2-1B-Instruct-4bit"
     assert sae.metadata.training_config["expansion_factor"] == 8
@@ -51,8 +52,8 @@ def test_batchtopk_batch_semantics_depend_on_the_batch(fixtures_dir):
     sae = load_sae(fixtures_dir / "batchtopk_qwen_l1_mlp.mlx")
     data = np.load(fixtures_dir / "batchtopk_qwen_l1_mlp.expected.npz")
     x = mx.array(data["x"])
-    whole = np.array(sae.encode(x, batch=True))
-    alone = np.array(sae.encode(x[0:1, 0:1], batch=True))
+    whole = np.array(sae.encode(x))
+    alone = np.array(sae.encode(x[0:1, 0:1]))
     # Alone, a token keeps exactly k features; in the batch it keeps however many survive.
     assert (alone != 0).sum() == sae.k
     assert (whole != 0).sum() == sae.k * 4 * 9
@@ -62,17 +63,31 @@ def test_batchtopk_calibrated_threshold_gives_mean_l0_k_and_is_per_token(fixture
     sae = load_sae(fixtures_dir / "batchtopk_qwen_l1_mlp.mlx")
     rng = np.random.default_rng(0)
     acts = mx.array(rng.normal(size=(3000, 64)).astype(np.float32))
-    with pytest.raises(UserError, match="calibrate"):
-        sae.encode(acts)
-    theta = sae.calibrate([acts[:1000], acts[1000:2000], acts[2000:]])
+    view = sae.calibrated([acts[:1000], acts[1000:2000], acts[2000:]])
+    assert isinstance(view, ThresholdedBatchTopKSAE) and view.k == sae.k
+    theta = view.threshold_value
     # Independent: the (k * n)-th largest pre-activation over all tokens.
     h = np.maximum(np.array(sae.pre_activations(acts)), 0).ravel()
     kth = np.sort(h)[::-1][sae.k * 3000 - 1]
     assert theta < kth and np.isclose(theta, kth, rtol=1e-6)
-    z = np.array(sae.encode(acts))
+    z = np.array(view.encode(acts))
     assert (z != 0).sum(-1).mean() == pytest.approx(sae.k, abs=1e-9)
     # Batch-independent: one token alone gives the same features as inside the batch.
-    np.testing.assert_allclose(np.array(sae.encode(acts[5:6]))[0], z[5], atol=1e-6)
+    np.testing.assert_allclose(np.array(view.encode(acts[5:6]))[0], z[5], atol=1e-6)
+    # The view decodes with the same weights, and its identity includes the threshold.
+    np.testing.assert_allclose(np.array(view.decode(mx.array(z))), np.array(sae.decode(mx.array(z))), atol=1e-6)
+    assert view.content_hash != sae.content_hash and sae.with_threshold(theta).content_hash == view.content_hash
+
+
+def test_compat_mode_flag_and_mutable_threshold(fixtures_dir):  # compat: callers move to the new API (remove with the shims)
+    sae = load_sae(fixtures_dir / "batchtopk_qwen_l1_mlp.mlx")
+    acts = mx.array(np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32))
+    assert sae.kind == BATCH_TOPK
+    with pytest.raises(UserError, match="calibrate"):
+        sae.encode(acts, batch=False)
+    theta = sae.calibrate(acts)
+    assert theta == sae.threshold == sae.calibrated(acts).threshold_value
+    np.testing.assert_allclose(np.array(sae.encode(acts, batch=False)), np.array(sae.with_threshold(theta).encode(acts)))
 
 
 def test_decoder_directions_are_what_decode_adds(fixtures_dir):
@@ -184,6 +199,6 @@ def test_nan_weights(tmp_path):
 def test_batchtopk_class_loads(tmp_path):
     p = write_sae(tmp_path / "b.mlx", d_model=8, d_hidden=32, k=4, cls=BATCH_TOPK, normalize=True, tied=True)
     sae = load_sae(p)
-    assert sae.kind == BATCH_TOPK and sae.tied_weights
-    z = sae.encode(mx.ones((2, 8)), batch=True)
+    assert isinstance(sae, BatchTopKSAE) and sae.tied_weights
+    z = sae.encode(mx.ones((2, 8)))
     assert int((z != 0).sum()) <= 8

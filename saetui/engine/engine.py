@@ -22,7 +22,7 @@ from . import cache
 from .corpus import DEFAULT_DATASET
 from .errors import UserError
 from .model import DEMO_MODEL_NAME, Hook, ModelRunner, canonical_component, load_model
-from .sae import BATCH_TOPK, MlxterpSAE, SparseAutoencoder, ThresholdCalibrator, load_sae
+from .sae import BatchTopKSAE, SparseAutoencoder, ThresholdCalibrator, ThresholdedBatchTopKSAE, load_sae
 from .session import THRESHOLD_BATCH, THRESHOLD_CALIBRATED, Session, model_context_len, summary_line
 from .worker import EngineWorker, Job, LongWork, Progress, ProgressListener, drive
 
@@ -48,6 +48,7 @@ class EngineSettings:
     batch_size: int = 8
     download: bool = False
     threshold_mode: str = THRESHOLD_CALIBRATED
+    norm_scaling_factor: float | None = None
     debug: bool = False
 
     @property
@@ -100,7 +101,10 @@ class Engine:
 
     @property
     def sae_path(self) -> Path:
-        return self.settings.sae_path
+        path = self.settings.sae_path
+        if not path.exists() and self._sae is not None and self._sae.path is not None:
+            return Path(self._sae.path)  # an SAE named as repo:folder: its folder in the Hugging Face cache
+        return path
 
     @property
     def dataset_name(self) -> str:
@@ -134,7 +138,11 @@ class Engine:
     def read_sae(self) -> SparseAutoencoder:
         """Read the SAE and check what needs no model (cheap; the command line's first check)."""
         if self._sae is None:
-            self._sae = load_sae(self.sae_path)
+            self._sae = load_sae(
+                self.settings.sae if self.settings.sae is not None else self.sae_path,
+                allow_download=self.settings.download,
+                norm_scaling_factor=self.settings.norm_scaling_factor,
+            )
         md = self._sae.metadata
         component = self.settings.component or md.component
         if component is None:
@@ -156,7 +164,7 @@ class Engine:
         runner = load_model(self.model_name, allow_download=self.settings.download)
         md = sae.metadata
         layer = self.settings.layer if self.settings.layer is not None else md.layer
-        hook = runner.check_hook(layer, self.settings.component or md.component)
+        hook = runner.check_hook(layer, self.settings.component or md.component, post_norm=getattr(md, "post_norm", False))
         yield Progress("checking the hook", 2, 3, "steps")
         check_width(runner, hook, sae, self.model_name)
         session = Session(
@@ -169,10 +177,12 @@ class Engine:
             sae_path=self.sae_path,
             is_demo=self.is_demo,
             context_len=model_context_len(runner, self.settings.context_len),
-            threshold_mode=self.settings.threshold_mode if sae.kind == BATCH_TOPK else None,
+            threshold_mode=self.settings.threshold_mode if isinstance(sae, BatchTopKSAE) else None,
+            notes=list(getattr(md, "notes", []) or []),
         )
         if session.threshold_mode == THRESHOLD_CALIBRATED:
-            yield from calibrate_threshold(session)
+            # The session holds the encoder in its chosen mode: the per-token threshold view.
+            session.sae = yield from calibrate_threshold(session)
         yield Progress("ready", 3, 3, "steps")
         self.session = session
         return session
@@ -241,17 +251,20 @@ def check_width(runner: ModelRunner, hook: Hook, sae: SparseAutoencoder, model_n
         )
 
 
-def calibrate_threshold(session: Session) -> LongWork[float]:
-    """BatchTopK: the global threshold giving mean L0 = k on the dataset (cached)."""
+def calibrate_threshold(session: Session) -> LongWork[ThresholdedBatchTopKSAE]:
+    """BatchTopK: the per-token view whose global threshold gives mean L0 = k on the
+    dataset (the threshold is cached)."""
     sae = session.sae
-    assert isinstance(sae, MlxterpSAE)
+    if isinstance(sae, ThresholdedBatchTopKSAE):
+        sae = sae.base
+    assert isinstance(sae, BatchTopKSAE)
     parts = session.cache_parts(purpose="threshold", tokens=CALIBRATION_TOKENS)
     parts.pop("threshold")
+    parts["sae"] = sae.content_hash
     path = cache.cache_path("threshold", cache.cache_key(**parts), ".json")
     cached = cache.read_json(path)
     if isinstance(cached, dict) and isinstance(cached.get("threshold"), (int, float)):
-        sae.threshold = float(cached["threshold"])
-        return sae.threshold
+        return sae.with_threshold(float(cached["threshold"]))
     corpus = session.corpus(max(CALIBRATION_TOKENS, session.context_len))
     first = corpus.first_position
     calibrator = ThresholdCalibrator(sae, corpus.n_contexts * (corpus.context_len - first))
@@ -261,6 +274,6 @@ def calibrate_threshold(session: Session) -> LongWork[float]:
         calibrator.add(acts[:, first:, :])
         done += tokens.size
         yield Progress("calibrating threshold", done, corpus.n_tokens)
-    sae.threshold = calibrator.threshold()
-    cache.atomic_write_json(path, {"threshold": sae.threshold, "tokens": calibrator.n_tokens, "k": sae.k})
-    return sae.threshold
+    view = calibrator.view()
+    cache.atomic_write_json(path, {"threshold": view.threshold, "tokens": calibrator.n_tokens, "k": sae.k})
+    return view

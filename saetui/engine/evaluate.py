@@ -55,7 +55,6 @@ from .report import (
     Sparsity,
     TokenFeature,
 )
-from .sae import BATCH_TOPK
 from .session import THRESHOLD_BATCH, THRESHOLD_CALIBRATED, Session
 from .tokens import token_string
 from .worker import LongWork, Progress, drive
@@ -146,19 +145,21 @@ def apply_registry(report: EvaluationReport, registry_high: dict[int, str]) -> N
 def apply_rubric(report: EvaluationReport) -> None:
     """Bands, the guide's score and rating, and advice, from the measured numbers."""
     report.bands, report.score, report.advice = _graded(
-        report.reconstruction, report.sparsity, report.architecture.k, report.interpretability.count
+        report.reconstruction, report.sparsity, report.architecture.l0_reference, report.interpretability.count
     )
     report.quality_score = report.score.total
     report.max_score = rubric.MAX_SCORE
 
 
-def _graded(rec: Reconstruction, spa: Sparsity, k: int, n_interp: int) -> tuple[Bands, Score, list[Advice]]:
-    """The rubric applied to the measured numbers: bands, score, advice."""
+def _graded(rec: Reconstruction, spa: Sparsity, l0_reference: int | None, n_interp: int) -> tuple[Bands, Score, list[Advice]]:
+    """The rubric applied to the measured numbers: bands, score, advice.
+
+    `l0_reference`: k, or for SAEs without k the release's target L0; None: no L0 band."""
     bands = Bands(
         mse=rubric.band("mse", rec.mse),
         cosine_similarity=rubric.band("cosine_similarity", rec.cosine_similarity),
         explained_variance=rubric.band("explained_variance", rec.explained_variance),
-        l0=rubric.l0_band(_num(spa.l0_mean), int(k)),
+        l0=rubric.l0_band(_num(spa.l0_mean), int(l0_reference)) if l0_reference else None,
         dead_fraction=rubric.band("dead_fraction", spa.dead_fraction),
         interpretability=rubric.band("interpretability", n_interp),
     )
@@ -389,12 +390,12 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
         notes.append(f"CE loss and KL are not computed: {behaviour_off}")
     threshold_mode = session.threshold_mode
     threshold = getattr(sae, "threshold", None)
-    if sae.kind == BATCH_TOPK and threshold_mode == THRESHOLD_CALIBRATED:
+    if threshold_mode == THRESHOLD_CALIBRATED:
         notes.append(
             f"BatchTopK features use the calibrated per-token threshold ({threshold:.4g}); "
             "pass --batch-semantics for mlxterp's batch-dependent encoding"
         )
-    elif sae.kind == BATCH_TOPK and threshold_mode == THRESHOLD_BATCH:
+    elif threshold_mode == THRESHOLD_BATCH:
         notes.append(
             f"BatchTopK features use mlxterp's batch semantics: top k x tokens over each batch of "
             f"{batch_size} contexts, so they depend on the batch"
@@ -417,7 +418,12 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
     )
     sparsity_section = Sparsity(**guide)
     architecture = Architecture(
-        type=sae.kind, d_model=int(d_model), d_hidden=int(d_sae), expansion=float(d_sae / d_model), k=int(sae.k)
+        type=sae.kind,
+        d_model=int(d_model),
+        d_hidden=int(d_sae),
+        expansion=float(d_sae / d_model),
+        k=int(sae.k) if sae.k is not None else None,
+        l0_target=getattr(sae.metadata, "l0_target", None) if sae.k is None else None,
     )
     interpretability = Interpretability(
         criterion=rubric.DEFINITIONS["interpretability"],
@@ -428,7 +434,7 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
     )
     l0d = s["l0_distribution"]
     density = s["density"]
-    bands, score, advice = _graded(reconstruction, sparsity_section, architecture.k, interpretability.count)
+    bands, score, advice = _graded(reconstruction, sparsity_section, architecture.l0_reference, interpretability.count)
     return EvaluationReport(
         # -- the guide's keys (examples/evaluate_sae.py) --
         sae_path="demo" if session.is_demo else str(session.sae_path),
@@ -446,7 +452,7 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
         ),
         model_behaviour=model_behaviour,
         l0_distribution=L0Distribution(
-            mean=l0d["mean"], median=l0d["median"], p10=l0d["p10"], p90=l0d["p90"], k=int(l0d["k"]),
+            mean=l0d["mean"], median=l0d["median"], p10=l0d["p10"], p90=l0d["p90"], k=int(l0d["k"]) if l0d["k"] is not None else None,
             histogram=HistogramBins(bin_edges=l0d["histogram"]["bin_edges"], counts=l0d["histogram"]["counts"]),
         ),
         dead_features=DeadFeatures(

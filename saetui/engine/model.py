@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -52,9 +53,81 @@ def canonical_component(component: str) -> str:
 class Hook:
     layer: int
     component: str  # canonical: mlp / attn / resid
+    # mlp/attn only: capture the block's contribution as added to the residual stream,
+    # i.e. after Gemma 2/3's post_feedforward/post_attention norms (TransformerLens's
+    # hook_mlp_out/hook_attn_out). Models without post-norms: the module output either way.
+    post_norm: bool = False
 
     def __str__(self) -> str:
         return f"layer {self.layer} {self.component}"
+
+
+# -- hook names (spec sae-formats.md §5) -----------------------------------------------------
+
+_TL_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_mlp_out|hook_attn_out)$")
+_HF_HOOK = re.compile(r"^(?:(?:model|transformer|gpt_neox)\.)?(?:layers|h)\.(\d+)(?:\.(mlp|self_attn|attention|attn))?$")
+_HF_COMPONENT = {None: "resid", "mlp": "mlp", "self_attn": "attn", "attention": "attn", "attn": "attn"}
+# Names that are hooks, just not ones saetui captures.
+_OUT_OF_SCOPE = re.compile(
+    r"^(?:blocks\.\d+\..+|hook_embed|hook_pos_embed|hook_tokens|ln_final\..*"
+    r"|(?:(?:model|transformer|gpt_neox)\.)?(?:embed_tokens|embed_in|wte|wpe|embed_positions|norm|ln_f|final_layernorm)(?:\..*)?"
+    r"|(?:(?:model|transformer|gpt_neox)\.)?(?:layers|h)\.\d+\..+)$"
+)
+
+
+@dataclass(frozen=True)
+class HookSite:
+    """Where an SAE's hook name points: saetui's (layer, component), and the capture point."""
+
+    layer: int
+    component: str
+    post_norm: bool = False
+
+
+class UnknownHookName(UserError):
+    """A hook name saetui cannot read (not one it refuses): --layer and --component can stand in."""
+
+
+def _hook_out_of_scope(name: str, why: str = "") -> UserError:
+    from ..ui.safe_text import visible
+
+    return UserError(
+        f"hook '{visible(name)[:200]}' is not a residual, MLP or attention output{why}",
+        "Pick an SAE trained on one of those",
+    )
+
+
+def hook_from_name(name: str) -> HookSite:
+    """(layer, component) for a TransformerLens hook name or a Hugging Face module path.
+
+    TransformerLens: blocks.L.hook_resid_post -> (L, resid); hook_resid_pre -> (L-1, resid);
+    hook_mlp_out / hook_attn_out -> (L, mlp/attn) after any post-norm. Module paths:
+    [model.|transformer.|gpt_neox.](layers|h).L[.mlp|.self_attn|.attention|.attn] -> the
+    module's output. Everything else is refused: `UserError` for hooks saetui does not
+    capture, `UnknownHookName` for names it cannot read at all.
+    """
+    from ..ui.safe_text import visible
+
+    m = _TL_HOOK.match(name)
+    if m:
+        layer, site = int(m.group(1)), m.group(2)
+        if site == "hook_resid_post":
+            return HookSite(layer, "resid")
+        if site == "hook_resid_pre":
+            if layer == 0:
+                raise _hook_out_of_scope(name, " (blocks.0.hook_resid_pre is the embeddings)")
+            return HookSite(layer - 1, "resid")
+        if site == "hook_mlp_out":
+            return HookSite(layer, "mlp", post_norm=True)
+        if site == "hook_attn_out":
+            return HookSite(layer, "attn", post_norm=True)
+        raise _hook_out_of_scope(name)  # hook_resid_mid
+    m = _HF_HOOK.match(name)
+    if m:
+        return HookSite(int(m.group(1)), _HF_COMPONENT[m.group(2)])
+    if _OUT_OF_SCOPE.match(name):
+        raise _hook_out_of_scope(name)
+    raise UnknownHookName(f"cannot tell the layer and component from hook '{visible(name)[:200]}'", "Pass --layer and --component")
 
 
 class _StopForward(Exception):
@@ -150,8 +223,11 @@ class ModelRunner:
             size = len(self.tokenizer.get_vocab()) if hasattr(self.tokenizer, "get_vocab") else None
         return int(size)
 
-    def check_hook(self, layer: int | None, component: str | None) -> Hook:
-        """Validate (layer, component) against this model; UserError if out of range."""
+    def check_hook(self, layer: int | None, component: str | None, post_norm: bool = False) -> Hook:
+        """Validate (layer, component) against this model; UserError if out of range.
+
+        `post_norm`: the SAE's hook is TransformerLens's hook_mlp_out/hook_attn_out, which
+        on Gemma 2/3 lies after the block's post-norm (see `Hook.post_norm`)."""
         if component is None:
             raise UserError(
                 "The SAE's metadata names no component",
@@ -167,7 +243,7 @@ class ModelRunner:
             )
         if comp != "resid":
             _block_attribute(self.layers[layer], comp)
-        return Hook(layer, comp)
+        return Hook(layer, comp, post_norm=bool(post_norm) and comp != "resid")
 
     def hook_width(self, hook: Hook) -> int:
         """The activation width at the hook, from a one-token forward pass."""
@@ -186,7 +262,8 @@ class ModelRunner:
         else:
             while isinstance(layer, _HookedModule):  # the block lives on the real layer
                 layer = layer["inner"]
-            attr = _block_attribute(layer, hook.component)
+            attr = _post_norm_attribute(layer, hook.component) if hook.post_norm else None
+            attr = attr or _block_attribute(layer, hook.component)
             inner = getattr(layer, attr)
             setattr(layer, attr, _HookedModule(inner, fn))
             try:
@@ -316,6 +393,20 @@ def _find_layers(model: nn.Module) -> list:
     return layers
 
 
+# Gemma 2/3 blocks: h = x + post_attention_layernorm(attn(...)); out = h +
+# post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))). In Llama-style blocks
+# `post_attention_layernorm` is the *pre*-MLP norm, so the pre_feedforward norm's
+# presence is what says the post-norms are there.
+_POST_NORMS = {"mlp": "post_feedforward_layernorm", "attn": "post_attention_layernorm"}
+
+
+def _post_norm_attribute(layer: nn.Module, component: str) -> str | None:
+    keys = layer.keys() if hasattr(layer, "keys") else ()
+    if "pre_feedforward_layernorm" in keys and "post_feedforward_layernorm" in keys and _POST_NORMS[component] in keys:
+        return _POST_NORMS[component]
+    return None
+
+
 def _block_attribute(layer: nn.Module, component: str) -> str:
     for attr in _BLOCK_ATTRIBUTES[component]:
         if attr in layer:
@@ -329,8 +420,69 @@ def _block_attribute(layer: nn.Module, component: str) -> str:
 # -- loading ---------------------------------------------------------------------------
 
 
+# TransformerLens model names (what SAELens and Gemma Scope record) -> Hugging Face ids.
+TRANSFORMERLENS_MODELS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-small": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "gemma-2b": "google/gemma-2b",
+    "gemma-2b-it": "google/gemma-2b-it",
+    "gemma-7b": "google/gemma-7b",
+    "gemma-2-2b": "google/gemma-2-2b",
+    "gemma-2-2b-it": "google/gemma-2-2b-it",
+    "gemma-2-9b": "google/gemma-2-9b",
+    "gemma-2-9b-it": "google/gemma-2-9b-it",
+    "gemma-2-27b": "google/gemma-2-27b",
+    "gemma-2-27b-it": "google/gemma-2-27b-it",
+    "gemma-3-1b-pt": "google/gemma-3-1b-pt",
+    "gemma-3-1b-it": "google/gemma-3-1b-it",
+    "gemma-3-4b-pt": "google/gemma-3-4b-pt",
+    "gemma-3-4b-it": "google/gemma-3-4b-it",
+    "gemma-3-12b-pt": "google/gemma-3-12b-pt",
+    "gemma-3-12b-it": "google/gemma-3-12b-it",
+    "gemma-3-27b-pt": "google/gemma-3-27b-pt",
+    "gemma-3-27b-it": "google/gemma-3-27b-it",
+    "tiny-stories-1M": "roneneldan/TinyStories-1M",
+    "tiny-stories-3M": "roneneldan/TinyStories-3M",
+    "tiny-stories-8M": "roneneldan/TinyStories-8M",
+    "tiny-stories-28M": "roneneldan/TinyStories-28M",
+    "tiny-stories-33M": "roneneldan/TinyStories-33M",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    "mistral-7b-instruct": "mistralai/Mistral-7B-Instruct-v0.1",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama-3-8b-instruct": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B",
+    "qwen2.5-7b-instruct": "Qwen/Qwen2.5-7B-Instruct",
+}
+for _size in ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"):
+    TRANSFORMERLENS_MODELS[f"pythia-{_size}"] = f"EleutherAI/pythia-{_size}"
+    TRANSFORMERLENS_MODELS[f"pythia-{_size}-deduped"] = f"EleutherAI/pythia-{_size}-deduped"
+
+
+def hf_model_candidates(name: str) -> list[str]:
+    """Hugging Face ids to look for in the cache for a model name: the name itself when it
+    is an id; for a TransformerLens name its id and the mlx-community conversion."""
+    mapped = TRANSFORMERLENS_MODELS.get(name) or TRANSFORMERLENS_MODELS.get(name.lower())
+    if mapped:
+        return [mapped, f"mlx-community/{mapped.split('/')[1]}"]
+    return [name] if name.count("/") == 1 and not name.startswith((".", "/", "~")) else []
+
+
+def _snapshot(repo: str, allow_download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jsonl", "*.jinja"]
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    return Path(snapshot_download(repo, local_files_only=not allow_download, allow_patterns=patterns, cache_dir=cache_dir))
+
+
 def resolve_model_path(name: str, allow_download: bool = False) -> Path:
-    """A local directory for `name` (a path, the demo, or a cached Hugging Face id)."""
+    """A local directory for `name` (a path, the demo, a cached Hugging Face id, or a
+    TransformerLens name mapped to its Hugging Face id)."""
+    from ..ui.safe_text import visible
+
     if name == DEMO_MODEL_NAME:
         from ..demo import demo_model_path
 
@@ -339,30 +491,41 @@ def resolve_model_path(name: str, allow_download: bool = False) -> Path:
     if path.exists():
         if not (path / "config.json").exists():
             raise UserError(
-                f"{path} is not an mlx-lm model directory (no config.json)",
+                f"{visible(str(path))} is not an mlx-lm model directory (no config.json)",
                 "Pass --model with a directory that mlx_lm.load can open, or a Hugging Face id",
             )
         return path
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+    candidates = hf_model_candidates(name)
+    if not candidates:
         raise UserError(
-            f"Model not found: {name}",
+            f"Model not found: {visible(name)[:200]} (neither a local directory nor a Hugging Face id)",
             "Pass --model with a local mlx-lm model directory or a Hugging Face id like mlx-community/Llama-3.2-1B-Instruct-4bit",
         )
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.py", "tokenizer.model", "*.tiktoken", "*.txt", "*.jsonl", "*.jinja"]
-    try:
-        return Path(snapshot_download(name, local_files_only=not allow_download, allow_patterns=patterns))
-    except Exception as exc:
-        if allow_download:
-            raise UserError(
-                f"Could not download model {name} ({type(exc).__name__})",
-                "Check the model id and your network",
-            ) from None
+    mapped = candidates[0] != name
+    for repo in candidates:
+        try:
+            return _snapshot(repo, allow_download=False)
+        except Exception:  # noqa: BLE001 - not cached: try the next, then say so
+            continue
+    if allow_download:
+        # An mlx-lm conversion where one exists: the original weights may not load in mlx-lm.
+        repo = candidates[-1]
+        try:
+            return _snapshot(repo, allow_download=True)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"Could not download model {repo} ({type(exc).__name__})", "Check the model id and your network") from None
+    if mapped:
         raise UserError(
-            f"Model {name} is not in the local Hugging Face cache and saetui does not download by default",
-            f"Run `huggingface-cli download {name}`, or pass --download, or --model with a local directory",
-        ) from None
+            f"Model {visible(name)[:200]} (the TransformerLens name of {candidates[0]}) is not in the local Hugging Face cache "
+            f"as {' or '.join(candidates)}",
+            f"Pass --model with a local mlx-lm model directory or a cached Hugging Face id (e.g. {candidates[-1]}), or --download",
+        )
+    # Only a well-formed repo id is ever shown as a command to paste.
+    command = f"Run `huggingface-cli download {name}`, or pass" if re.fullmatch(r"[\w.-]+/[\w.-]+", name) else "Pass"
+    raise UserError(
+        f"Model {visible(name)[:200]} is not in the local Hugging Face cache and saetui does not download by default",
+        f"{command} --download, or --model with a local directory",
+    )
 
 
 def load_model(name: str, allow_download: bool = False) -> ModelRunner:

@@ -107,21 +107,26 @@ def _read(cls: type, data: Any, where: str, names: list[str] | None = None) -> d
         raise ValueError(f"{where}: expected an object, got {_kind(data)}")
     wanted = [f for f in _json_fields(cls) if names is None or f.name in names]
     keys = {_key(f) for f in wanted}
-    missing = [k for k in (_key(f) for f in wanted) if k not in data]
+    missing = [_key(f) for f in wanted if _key(f) not in data and not f.metadata.get("optional")]
     if missing:
         raise ValueError(f"{where}: missing {', '.join(missing)}")
     extra = [str(k) for k in data if k not in keys]
     if extra:
         raise ValueError(f"{where}: unexpected {', '.join(extra)}")
     hints = _hints(cls)
-    return {f.name: _load(hints[f.name], data[_key(f)], f"{where}.{_key(f)}") for f in wanted}
+    return {f.name: _load(hints[f.name], data[_key(f)], f"{where}.{_key(f)}") for f in wanted if _key(f) in data}
 
 
 class Section:
     """A part of the report: written as a JSON object with its fields' keys, in their order."""
 
     def to_json(self) -> dict[str, Any]:
-        return {_key(f): _dump(getattr(self, f.name)) for f in _json_fields(type(self))}
+        # An optional field is written only when it has a value.
+        return {
+            _key(f): _dump(getattr(self, f.name))
+            for f in _json_fields(type(self))
+            if not (f.metadata.get("optional") and getattr(self, f.name) is None)
+        }
 
     @classmethod
     def from_json(cls, data: Any, where: str = "report") -> Any:
@@ -137,7 +142,21 @@ class Architecture(Section):
     d_model: int
     d_hidden: int
     expansion: float
-    k: int
+    k: int | None  # None: the SAE has no k (JumpReLU, ReLU, gated)
+    # For SAEs without k: the release's target L0 where it names one (Gemma Scope's average_l0_N).
+    l0_target: int | None = field(default=None, metadata={"optional": True})
+
+    @property
+    def l0_reference(self) -> int | None:
+        """What the mean L0 is compared with: k, else the release's target L0."""
+        return self.k if self.k is not None else self.l0_target
+
+    def l0_reference_text(self) -> str:
+        if self.k is not None:
+            return f"k {self.k}"
+        if self.l0_target is not None:
+            return f"no k; release's target L0 {self.l0_target}"
+        return "no k: L0 varies by token"
 
 
 @dataclass
@@ -219,7 +238,7 @@ class L0Distribution(Section):
     median: float | None
     p10: float | None
     p90: float | None
-    k: int
+    k: int | None
     histogram: HistogramBins
 
 

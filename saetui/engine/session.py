@@ -21,7 +21,7 @@ import numpy as np
 
 from .corpus import DEFAULT_CONTEXT_LEN, Corpus, load_texts, tokenize_corpus
 from .model import Hook, ModelRunner
-from .sae import BATCH_TOPK, SparseAutoencoder
+from .sae import BatchTopKSAE, SparseAutoencoder
 
 if TYPE_CHECKING:
     from .engine import EngineSettings
@@ -97,7 +97,7 @@ class Session:
             dataset_name=dataset or settings.dataset or "texts",
             sae_path=Path(getattr(sae, "path", None) or settings.sae or "sae"),
             context_len=int(context_len or settings.context_len or model_context_len(runner)),
-            threshold_mode=threshold_mode if sae.kind == BATCH_TOPK else None,
+            threshold_mode=threshold_mode if isinstance(sae, BatchTopKSAE) or hasattr(sae, "base") else None,
         )
         session._texts = texts
         return session
@@ -158,8 +158,8 @@ class Session:
             yield start, tokens, self.runner.activations(mx.array(tokens), self.hook).astype(mx.float32)
 
     def encode(self, acts: mx.array) -> mx.array:
-        """Features for activations in the session's mode (per-token unless mode is batch)."""
-        return self.sae.encode(acts, batch=self.threshold_mode == THRESHOLD_BATCH)
+        """Features for activations, by the SAE the session holds (in its chosen mode)."""
+        return self.sae.encode(acts)
 
     # -- caching ------------------------------------------------------------------------------
 
@@ -196,7 +196,8 @@ def model_context_len(runner: ModelRunner, requested: int | None = None) -> int:
 
 def summary_line(sae: SparseAutoencoder, layer: Any, component: Any, model: str | None, threshold_mode: str | None) -> str:
     """One line for the header: class, widths, k, hook, model (and a calibrated threshold)."""
-    line = f"{sae.kind} {sae.d_model}->{sae.d_sae} k={sae.k} | L{layer}/{component} | {model or 'model ?'}"
+    k = f" k={sae.k}" if sae.k is not None else ""
+    line = f"{sae.kind} {sae.d_model}->{sae.d_sae}{k} | L{layer}/{component} | {model or 'model ?'}"
     threshold = getattr(sae, "threshold", None)
     if threshold_mode == THRESHOLD_CALIBRATED and threshold is not None:
         line += f" | threshold {threshold:.4g}"

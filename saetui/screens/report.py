@@ -168,7 +168,7 @@ class ReportScreen(EngineScreen):
             l0.histogram.counts,
             l0.histogram.bin_edges,
             x_label=f"median {l0.median:g} p10 {l0.p10:g} p90 {l0.p90:g}",
-            markers={l0.k + 0.5: "k"},
+            markers={l0.k + 0.5: "k"} if l0.k is not None else {},
         )
         self._render_features()
         notes = notes_text(report)

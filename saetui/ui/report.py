@@ -59,7 +59,7 @@ def summary_rows(report: EvaluationReport) -> list[Row]:
         Row("Reconstruction", "Explained variance", _f(rec.explained_variance, ".1%"), bands.explained_variance,
             f"SAEBench form {_f(extra.explained_variance_saebench, '.1%')}", "explained_variance"),
         Row("Reconstruction", "L2 ratio |x̂|/|x|", _f(extra.l2_ratio, ".3f"), None, "below 1: shrinkage", "l2_ratio"),
-        Row("Sparsity", "L0 mean", f"{_f(spa.l0_mean, '.1f')} (k {report.architecture.k})", bands.l0,
+        Row("Sparsity", "L0 mean", f"{_f(spa.l0_mean, '.1f')} ({report.architecture.l0_reference_text()})", bands.l0,
             f"median {_f(l0d.median, 'g')}, p10 {_f(l0d.p10, 'g')}, p90 {_f(l0d.p90, 'g')}", "l0"),
         Row("Sparsity", "Dead (practical)", f"{spa.dead_features_practical:,}/{d_sae:,} ({spa.dead_fraction:.1%})",
             bands.dead_fraction, f"< {spa.rare_threshold:,} firings", "dead_features"),
@@ -119,8 +119,9 @@ def header_text(report: EvaluationReport) -> Text:
     head = Text()
     head.append("SAE quality report", style="bold")
     head.append(f"  {visible(report.sae_path)}\n")
+    k = f"k={arch.k}" if arch.k is not None else "no k"
     head.append(
-        f"{visible(arch.type)} {arch.d_model}->{arch.d_hidden} (x{arch.expansion:g}) k={arch.k}, "
+        f"{visible(arch.type)} {arch.d_model}->{arch.d_hidden} (x{arch.expansion:g}) {k}, "
         f"layer {report.layer} {visible(str(report.component))}, model {visible(str(report.model))}\n",
         style="dim",
     )
@@ -197,8 +198,8 @@ def l0_plot(report: EvaluationReport, width: int, height: int = 5) -> Text:
         width=width,
         height=height,
         title=f"L0 per token: median {_f(l0.median, 'g')}, p10 {_f(l0.p10, 'g')}, p90 {_f(l0.p90, 'g')}",
-        markers={l0.k + 0.5: "k"},
-        x_label=f"k = {l0.k}",
+        markers={l0.k + 0.5: "k"} if l0.k is not None else {},
+        x_label=f"k = {l0.k}" if l0.k is not None else "no k",
     )
 
 
