@@ -11,12 +11,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..engine.features import check_feature_id, show_context
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
 from ..ui.progress import cli_progress
 from ..ui.safe_text import visible
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON: {feature_id, name, density, ..., results: [{text, activation, token_position, ...}]}")
 
 
-def feature_names(engine: Any) -> dict[int, str]:
+def feature_names(engine: "Engine") -> dict[int, str]:
     """Registry names by feature id ({} when there is no registry or it cannot be read)."""
     try:
         from ..engine.registry import Registry, registry_path_for
