@@ -16,9 +16,9 @@ __all__ = ["load_sae", "__version__"]
 
 
 def __getattr__(name: str):
-    # Importing MLX is slow-ish and must follow engine.blas setup; do it on first use.
+    # Importing MLX is slow-ish and must follow saetui.blas setup; do it on first use.
     if name == "load_sae":
-        from .engine.blas import enable_fast_blas
+        from .blas import enable_fast_blas
 
         enable_fast_blas()
         from .engine.sae import load_sae

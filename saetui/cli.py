@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    from .engine.blas import enable_fast_blas
+    from .blas import enable_fast_blas
 
     blas = enable_fast_blas()
     if argv and argv[0] in SUBCOMMANDS:
