@@ -56,8 +56,32 @@ def engine_settings(args: argparse.Namespace):
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block): problem and fix, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from .ui.safe_text import visible
+
+        print(f"{self.prog}: error: {visible(message)}. Run {self.prog} --help for the flags.", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library log lines (a `datasets` cache notice, transformers' tokenizer length warning,
+    which saetui's own context cutting makes moot) would add lines to one-line errors."""
+    if debug:
+        return
+    for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(var, "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import logging
+
+    for name in ("datasets", "transformers", "huggingface_hub", "fsspec"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _main_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="saetui",
         description="Explore a sparse autoencoder on an MLX language model. Subcommands: "
         + "; ".join(f"{name}: {help_}" for name, (_, help_) in SUBCOMMANDS.items())
@@ -70,7 +94,7 @@ def _main_parser() -> argparse.ArgumentParser:
 def _sub_parser(name: str):
     module_name, help_ = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"saetui {name}", description=help_)
+    parser = OneLineParser(prog=f"saetui {name}", description=help_)
     add_common_arguments(parser)
     module.add_arguments(parser)
     return parser, module
@@ -79,6 +103,7 @@ def _sub_parser(name: str):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _quiet_libraries(debug)
     try:
         return _dispatch(argv)
     except KeyboardInterrupt:
@@ -93,8 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"saetui: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+            print(internal_error_line(exc), file=sys.stderr)
         return EXIT_USER_ERROR if isinstance(exc, UserError) else 1
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """A bug, as one escaped line (the exception's text can quote file contents)."""
+    from .ui.safe_text import visible
+
+    return f"saetui: internal error: {visible(type(exc).__name__)}: {visible(str(exc))} (run with --debug for the traceback)"
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -136,8 +168,23 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     app = SaetuiApp(engine)
     if blas.notice:
         app.startup_notice = blas.notice
+    if not args.debug:
+        # Textual prints a crash's whole traceback after the screen closes; we print one line.
+        app._print_error_renderables = app._exit_renderables.clear
     app.run()
+    return app_exit_status(app)
+
+
+def app_exit_status(app) -> int:
+    """The exit status after the app closed: 2 for a user error, 1 (one line) after a crash."""
+    from .ui.safe_text import visible
+
     if app.fatal_error:
-        print(f"saetui: error: {app.fatal_error}", file=sys.stderr)
+        print(f"saetui: error: {visible(app.fatal_error)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    crash = getattr(app, "_exception", None)
+    if crash is not None or app.return_code:
+        if crash is not None:
+            print(internal_error_line(crash), file=sys.stderr)
+        return app.return_code or 1
     return 0

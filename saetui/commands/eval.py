@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..ui.safe_text import visible
+from .checks import check_context_len
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +40,14 @@ def run(args: argparse.Namespace, engine) -> int:
 
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UserError(f"--max-tokens {args.max_tokens} leaves nothing to evaluate", "Pass a positive number of tokens")
+    if args.json:
+        check_json_target(args.json)  # before the evaluation, not after it
     err = Console(stderr=True, highlight=False)
     progress = _ProgressLine(err)
     job = Job("evaluating", progress)
     try:
+        engine.worker.call(engine.open_model)
+        check_context_len(engine)  # before any work at that length
         engine.worker.call(engine.open, Job("loading", progress))
         report = engine.worker.call(evaluate, engine, args.max_tokens, job, not args.no_cache)
     finally:
@@ -52,6 +57,19 @@ def run(args: argparse.Namespace, engine) -> int:
     path = write_report_json(report, engine, args.json)
     out.print(Text.assemble(("JSON report: ", "bold"), visible(str(path))), soft_wrap=True)
     return 0
+
+
+def check_json_target(path: str) -> None:
+    from pathlib import Path
+
+    from ..engine.cache import check_writable_file
+    from ..engine.errors import UserError
+
+    target = Path(path).expanduser()
+    try:
+        check_writable_file(target)
+    except OSError as exc:
+        raise UserError(f"Cannot write the report to {target} ({exc.strerror})", "Pass --json with a writable file path") from None
 
 
 class _ProgressLine:

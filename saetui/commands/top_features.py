@@ -8,12 +8,12 @@ maximum over the tokens (BOS left out), strongest first, ties by feature id.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..engine.errors import UserError
 from ..engine.worker import Job
-from ..ui.safe_text import visible
+from ..ui.safe_text import dumps_json_safe, visible
+from .checks import check_context_len
 from .top_texts import feature_names, print_notes
 
 
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace, engine) -> int:
         raise UserError(f"--top-k {args.top_k} is too small", "Ask for at least 1 feature")
     if not args.text.strip():
         raise UserError("The text is empty", "Pass some text to analyse, e.g. saetui top-features \"Paris is in France\"")
+    engine.worker.call(engine.open_model)
+    check_context_len(engine)  # before any work at that length
     engine.worker.call(engine.open, Job("loading"))
     from ..engine.probe import probe_text
 
@@ -37,18 +39,13 @@ def run(args: argparse.Namespace, engine) -> int:
     names = feature_names(engine)
     notes = [result.notice] if result.notice else []
     if args.json:
-        json.dump(
-            {
-                "text": args.text,
-                "tokens": result.n_tokens,
-                "truncated": result.truncated,
-                "features": [{"feature_id": f, "activation": a, "name": names.get(f)} for f, a in top],
-            },
-            sys.stdout,
-            indent=2,
-            ensure_ascii=False,
-        )
-        sys.stdout.write("\n")
+        payload = {
+            "text": args.text,
+            "tokens": result.n_tokens,
+            "truncated": result.truncated,
+            "features": [{"feature_id": f, "activation": a, "name": names.get(f)} for f, a in top],
+        }
+        sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         print_notes(notes)
         return 0
     print_notes(notes)

@@ -8,16 +8,16 @@ pass, progress on stderr) and cached for next time.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 
-from ..engine.errors import Cancelled
+from ..engine.errors import Cancelled, UserError
 from ..engine.features import check_feature_id, show_context
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
 from ..engine.worker import Job, Progress
-from ..ui.safe_text import visible
+from ..ui.safe_text import dumps_json_safe, visible
+from .checks import check_context_len
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +75,10 @@ class StderrProgress:
 
 def run(args: argparse.Namespace, engine) -> int:
     tier_for(args.top_k)  # 1..100, or a one-line error before any work
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise UserError(f"--max-tokens {args.max_tokens} leaves nothing to index", "Pass a positive number of tokens")
+    engine.worker.call(engine.open_model)
+    check_context_len(engine)  # before any work at that length
     engine.worker.call(engine.open, Job("loading"))
     fid = check_feature_id(engine, args.feature)
     progress = StderrProgress()
@@ -101,33 +105,28 @@ def run(args: argparse.Namespace, engine) -> int:
     name = feature_names(engine).get(fid)
     source = f"built in {time.perf_counter() - started:.1f}s" if built else "cached"
     if args.json:
-        json.dump(
-            {
-                "feature_id": fid,
-                "name": name,
-                "density": stats.density,
-                "count": stats.count,
-                "max_activation": stats.max_activation,
-                "tokens_indexed": stats.tokens,
-                "budget": index.budget,
-                "index": str(index.path) if index.path else None,
-                "results": [
-                    {
-                        "text": s.text,
-                        "activation": s.example.activation,
-                        "token_position": s.example.position,
-                        "context_id": s.example.context_id,
-                        "token": s.tokens[s.example.max_index],
-                        "window": "".join(s.tokens),
-                    }
-                    for s in shown
-                ],
-            },
-            sys.stdout,
-            indent=2,
-            ensure_ascii=False,
-        )
-        sys.stdout.write("\n")
+        payload = {
+            "feature_id": fid,
+            "name": name,
+            "density": stats.density,
+            "count": stats.count,
+            "max_activation": stats.max_activation,
+            "tokens_indexed": stats.tokens,
+            "budget": index.budget,
+            "index": str(index.path) if index.path else None,
+            "results": [
+                {
+                    "text": s.text,
+                    "activation": s.example.activation,
+                    "token_position": s.example.position,
+                    "context_id": s.example.context_id,
+                    "token": s.tokens[s.example.max_index],
+                    "window": "".join(s.tokens),
+                }
+                for s in shown
+            ],
+        }
+        sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         return 0
     title = f"Feature {fid}" + (f" \"{visible(name)}\"" if name else "")
     print(f"{title}: density {stats.density:.3%} ({stats.count:,} of {stats.tokens:,} tokens), max {stats.max_activation:.4f}  [{index.describe()}, {source}]")

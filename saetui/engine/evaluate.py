@@ -533,14 +533,17 @@ def default_json_path(engine: "Engine") -> Path:
 
 
 def write_report_json(report: EvaluationReport, engine: "Engine", path: str | Path | None = None) -> Path:
-    """Write the report atomically; the default path falls back to the current folder."""
-    data = report.to_json()
+    """Write the report atomically, the previous one kept as `<file>.bak` and the file's
+    permissions kept; the default path falls back to the current folder."""
+    from ..ui.safe_text import dumps_json_safe
+
+    blob = dumps_json_safe(report.to_json(), indent=2) + "\n"
     if path is not None:
         target = Path(path).expanduser()
         if target.is_dir():
             raise UserError(f"--json {target} is a directory", "Pass a file path, e.g. report.json")
         try:
-            cache.atomic_write_json(target, data)
+            cache.write_user_file(target, blob, backup=True)
         except OSError as exc:
             raise UserError(f"Cannot write the report to {target} ({exc.strerror or exc})", "Pass --json with a writable path") from None
         return target
@@ -553,7 +556,7 @@ def write_report_json(report: EvaluationReport, engine: "Engine", path: str | Pa
         if not os.access(candidate.parent, os.W_OK):
             continue
         try:
-            cache.atomic_write_json(candidate, data)
+            cache.write_user_file(candidate, blob, backup=True)
             return candidate
         except OSError as exc:
             last = exc
