@@ -19,17 +19,23 @@ import re
 
 # A pasteable command: nothing a shell would interpret.
 _PLAIN_COMMAND = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
-_QUOTED_COMMAND = re.compile(r"`([^`]*)`")
+_HIDDEN_COMMAND = "the command for it (not shown: it would quote unusual text from a file)"
 
 
 def _safe_fix(fix: str) -> str:
-    def check(match: re.Match[str]) -> str:
-        command = match.group(1)
-        if _PLAIN_COMMAND.fullmatch(command) and not command.lstrip().startswith("-"):
-            return match.group(0)
-        return "the command for it (not shown: it would quote unusual text from a file)"
-
-    return _QUOTED_COMMAND.sub(check, fix)
+    """`fix` with its backticked commands, unless one of them is not plain: then everything
+    from the first backtick to the last is replaced by a note (a name holding backticks
+    cannot re-pair them into a harmless-looking command)."""
+    parts = fix.split("`")
+    if len(parts) == 1:
+        return fix
+    commands = parts[1::2]
+    plain = len(parts) % 2 == 1 and all(
+        _PLAIN_COMMAND.fullmatch(c) and not c.lstrip().startswith("-") for c in commands
+    )
+    if plain:
+        return fix
+    return parts[0] + _HIDDEN_COMMAND + parts[-1]
 
 
 class UserError(Exception):

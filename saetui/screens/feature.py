@@ -134,7 +134,7 @@ class FeatureScreen(EngineScreen):
             self.notify(f"Index build cancelled at {done:,} tokens: pages show what is known (PARTIAL); b resumes", timeout=8)
         except UserError as exc:
             self.build_error = exc.one_line()
-            self.notify(exc.one_line(), severity="error", markup=False, timeout=10)
+            self.notify(visible(exc.one_line()), severity="error", markup=False, timeout=10)
         else:
             for note in builder.notes:
                 self.notify(visible(note), markup=False, timeout=8)
@@ -168,7 +168,7 @@ class FeatureScreen(EngineScreen):
         try:
             page = await self.engine.run(feature_page, self.engine, feature_id, self.index, self.n_shown, known)
         except UserError as exc:
-            self.notify(exc.one_line(), severity="error", markup=False)
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
             return
         if feature_id != self.feature_id:
             return  # another feature was asked for meanwhile
@@ -327,7 +327,7 @@ class FeatureScreen(EngineScreen):
             try:
                 fid = check_feature_id(self.engine, value)
             except UserError as exc:
-                self.notify(exc.one_line(), severity="error", markup=False)
+                self.notify(visible(exc.one_line()), severity="error", markup=False)
                 return
             self.show_feature(fid)
 
