@@ -74,6 +74,7 @@ def _quiet_libraries(debug: bool) -> None:
     for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
         os.environ.setdefault(var, "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # saetui shows its own progress
     import logging
 
     for name in ("datasets", "transformers", "huggingface_hub", "fsspec"):
