@@ -424,3 +424,15 @@ def test_registry_json_escapes_hostile_text(tmp_path, capsys):
     text = path.read_text()
     assert _raw_unsafe(text) == []
     assert Registry.load(path).name(1) == "a\x1b[2J\u202eb"
+
+
+@pytest.mark.parametrize("model_name", ["evil/\x1b]0;pwned\x07\x1b[2Jx", "evil/x;touch${IFS}pwned", "evil/a\u202eb`id`"])
+def test_crafted_model_name_in_sae_metadata_gives_one_safe_line(tmp_path, capsys, model_name):
+    from support import write_sae
+
+    sae = write_sae(tmp_path / "crafted.mlx", metadata={"layer": 1, "component": "mlp", "model_name": model_name})
+    assert cli.main(["eval", str(sae), "--dataset", str(tmp_path / "none.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and _raw_unsafe(err) == [], err
+    assert "\x1b" not in err and "pwned\x07" not in err
+    assert f"download {model_name}" not in err  # never offered as a command to paste
