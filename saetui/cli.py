@@ -139,7 +139,9 @@ def _dispatch(argv: list[str]) -> int:
         # Intermixed: `saetui top-texts SAE --dataset D 5` works as well as `SAE 5 --dataset D`.
         args = parser.parse_intermixed_args(argv[1:])
         if blas.notice:
-            print(f"saetui: note: {blas.notice}", file=sys.stderr)
+            from .ui.safe_text import visible
+
+            print(f"saetui: note: {visible(blas.notice)}", file=sys.stderr)
         from .engine.engine import Engine
 
         engine = Engine(engine_settings(args))

@@ -436,3 +436,43 @@ def test_crafted_model_name_in_sae_metadata_gives_one_safe_line(tmp_path, capsys
     assert err.count("\n") == 1 and _raw_unsafe(err) == [], err
     assert "\x1b" not in err and "pwned\x07" not in err
     assert f"download {model_name}" not in err  # never offered as a command to paste
+
+
+# -- items 19 and 20 (the parts outside the screens) -------------------------------------------
+
+
+def test_constant_l0_is_one_bar_said_in_words():
+    from rich.console import Console
+
+    from saetui.commands.eval import constant_l0, l0_plot
+
+    data = {"l0_distribution": {"k": 32, "median": 32, "p10": 32, "p90": 32,
+                                "histogram": {"bin_edges": [32.0, 33.0], "counts": [2016]}}}
+    assert constant_l0(data) == 32.0
+    console = Console(width=80, record=True)
+    console.print(l0_plot(data, 60))
+    text = console.export_text()
+    assert "L0 = k = 32 for every token" in text and "2,016 tokens" in text
+    assert text.count("█") < 60 and len(text.strip().splitlines()) == 2  # one bar, not a block
+    data["l0_distribution"]["histogram"] = {"bin_edges": [30.0, 31.0, 32.0, 33.0], "counts": [3, 0, 5]}
+    assert constant_l0(data) is None
+
+
+@pytest.mark.parametrize(
+    "clean, sae, zero, flagged",
+    [(3.0, 3.2, 6.0, False), (3.0, 2.9, 6.0, True), (5.0, 5.5, 4.0, True), (5.0, 4.5, 5.0, None)],
+)
+def test_ce_loss_recovered_outside_0_1_is_flagged_with_the_reason(clean, sae, zero, flagged):
+    from saetui.engine import metrics
+    from saetui.engine.evaluate import ce_recovered_caveat
+
+    recovered = metrics.ce_loss_recovered(clean, sae, zero)
+    independent = None if abs(zero - clean) < 1e-9 else (zero - sae) / (zero - clean)
+    assert recovered == independent
+    caveat = ce_recovered_caveat({"ce_loss_recovered": recovered, "ce_loss_clean": clean, "ce_loss_sae": sae, "ce_loss_zero": zero})
+    if flagged is None:
+        assert recovered is None and caveat is None
+    elif flagged:
+        assert caveat and "far from the model's training data" in caveat and f"{recovered:.3f}" in caveat
+    else:
+        assert caveat is None and 0 <= recovered <= 1

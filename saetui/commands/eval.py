@@ -189,11 +189,34 @@ def density_plot(data: dict, width: int, height: int = 5) -> Text:
     )
 
 
+def constant_l0(data: dict) -> float | None:
+    """The L0 every token has, when all have the same (TopK: k), else None."""
+    hist = data["l0_distribution"]["histogram"]
+    counts, edges = hist["counts"], hist["bin_edges"]
+    filled = [i for i, c in enumerate(counts) if c > 0]
+    if len(filled) != 1 or edges[filled[0] + 1] - edges[filled[0]] > 1:
+        return None
+    return float(edges[filled[0]])
+
+
 def l0_plot(data: dict, width: int, height: int = 5) -> Text:
     from ..widgets.histogram import render_histogram
 
     l0 = data["l0_distribution"]
     hist = l0["histogram"]
+    value = constant_l0(data)
+    if value is not None:
+        # One bar, said in words: a full-height block across the plot would read as a spread.
+        tokens = int(sum(hist["counts"]))
+        out = Text()
+        what = f"L0 = k = {value:g}" if value == l0["k"] else f"L0 = {value:g}"
+        out.append(f"L0 per token: {what} for every token", style="bold")
+        label = f"{value:g} "
+        bar = max(1, min(40, width - len(label) - 20))
+        out.append(f"\n{label}│")
+        out.append("█" * bar, style="cyan")
+        out.append(f" {tokens:,} tokens (all)", style="dim")
+        return out
     return render_histogram(
         hist["counts"],
         hist["bin_edges"],

@@ -40,7 +40,7 @@ def feature_names(engine: Any) -> dict[int, str]:
 
 def print_notes(notes: list[str]) -> None:
     for note in notes:
-        print(f"saetui: note: {note}", file=sys.stderr)
+        print(f"saetui: note: {visible(note)}", file=sys.stderr)
 
 
 class StderrProgress:

@@ -127,6 +127,29 @@ def evaluate(
     return EvaluationReport(data, from_cache=False, cache_file=path)
 
 
+def ce_recovered_caveat(mb: dict[str, Any]) -> str | None:
+    """Why CE loss recovered cannot be read as 0..1 on this dataset, or None when it can.
+
+    It compares the SAE with zero ablation, so it assumes zero-ablating the hook hurts the
+    loss. On text far from the model's training data zero ablation can lower the loss, and
+    the SAE can beat the clean model: the ratio then leaves 0..1 and means little.
+    """
+    recovered, clean, sae, zero = (mb.get(k) for k in ("ce_loss_recovered", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero"))
+    if recovered is None or None in (clean, sae, zero):
+        return None
+    if zero <= clean:
+        return (
+            f"CE loss recovered ({recovered:.3f}) is unreliable on this dataset: zero-ablating the hook lowers the loss "
+            f"({zero:.3f} vs {clean:.3f} nats clean), as on text far from the model's training data; judge by KL score and MSE"
+        )
+    if recovered > 1:
+        return (
+            f"CE loss recovered ({recovered:.3f}) is above 1: the SAE's splice gives a lower loss than the clean model "
+            f"({sae:.3f} vs {clean:.3f} nats), as on text far from the model's training data; read it as 1 and judge by KL score and MSE"
+        )
+    return None
+
+
 def apply_registry(data: dict[str, Any], registry_high: dict[int, str]) -> None:
     """Count the registry's high-confidence features, then redo bands, score and advice."""
     interp = data["interpretability"]
@@ -404,6 +427,10 @@ def _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, to
     behaviour_section: dict[str, Any] = {"available": behaviour_off is None}
     if behaviour_off is None:
         behaviour_section.update(behaviour.result())
+        caveat = ce_recovered_caveat(behaviour_section)
+        behaviour_section["ce_loss_recovered_unreliable"] = caveat is not None
+        if caveat:
+            notes.append(caveat)
     else:
         behaviour_section["reason"] = behaviour_off
 
@@ -649,7 +676,8 @@ def summary_rows(data: dict[str, Any]) -> list[Row]:
             Row("Model behaviour", "CE clean/SAE/zero",
                 f"{_f(mb['ce_loss_clean'], '.3f')} / {_f(mb['ce_loss_sae'], '.3f')} / {_f(mb['ce_loss_zero'], '.3f')}", None, "nats", "ce_loss"),
             Row("Model behaviour", "CE loss recovered", _f(mb["ce_loss_recovered"], ".3f"), None,
-                "1 is perfect" if mb["ce_loss_recovered"] is not None else "undefined: zero ablation changes nothing", "ce_loss_recovered"),
+                ("unreliable on this dataset (see the note)" if mb.get("ce_loss_recovered_unreliable") else "1 is perfect")
+                if mb["ce_loss_recovered"] is not None else "undefined: zero ablation changes nothing", "ce_loss_recovered"),
             Row("Model behaviour", "KL SAE / zero", f"{_f(mb['kl_div_sae'], '.4f')} / {_f(mb['kl_div_zero'], '.4f')}", None, "nats", "kl"),
             Row("Model behaviour", "KL score", _f(mb["kl_score"], ".3f"), None,
                 "1 is perfect" if mb["kl_score"] is not None else "undefined: zero ablation changes nothing", "kl"),
