@@ -540,6 +540,7 @@ def _make_copy(src: Path, prefixed: list[str], patchelf: str, folder: Path, key:
         os.chmod(record_tmp, 0o644)
         os.replace(record_tmp, folder / f"libsaetui_openblas-{key}.json")
         record_tmp = None
+        _remove_unrecorded_copies(folder)
         return folder / name
     finally:
         for p in (tmp, mapfile, record_tmp):
@@ -548,6 +549,18 @@ def _make_copy(src: Path, prefixed: list[str], patchelf: str, folder: Path, key:
                     os.unlink(p)
                 except OSError:
                     pass
+
+
+def _remove_unrecorded_copies(folder: Path) -> None:
+    """Copies made before records existed (``libsaetui_openblas-<16 hex>.so``): never
+    loaded now, 25 MB each. Copies for other keys (another environment's library) stay."""
+    for old in folder.glob("libsaetui_openblas-*.so"):
+        stem = old.name[len("libsaetui_openblas-"):-len(".so")]
+        if len(stem) == 16 and all(c in "0123456789abcdef" for c in stem):
+            try:
+                old.unlink()
+            except OSError:
+                pass
 
 
 def _digest_file(path: Path) -> tuple[int, str]:

@@ -424,3 +424,13 @@ def test_planted_library_never_runs_and_truncated_copy_never_crashes(tmp_path):
     again = _run_child("pypi", tmp_path / "cache", env)
     assert again["active"] and again["library"] == out["library"]
     assert not marker.exists()
+
+
+def test_copies_from_before_records_are_removed_when_a_copy_is_made(scipy_route):
+    scipy_route.mkdir(parents=True)
+    stale = scipy_route / "libsaetui_openblas-0123456789abcdef.so"
+    stale.write_bytes(b"old unrecorded copy")
+    other = scipy_route / "libsaetui_openblas-0123456789abcdef-fedcba9876543210.so"
+    other.write_bytes(b"another environment's recorded copy")
+    path, _ = blas._renamed_scipy_openblas()
+    assert path.exists() and not stale.exists() and other.exists()

@@ -476,3 +476,13 @@ def test_ce_loss_recovered_outside_0_1_is_flagged_with_the_reason(clean, sae, ze
         assert caveat and "far from the model's training data" in caveat and f"{recovered:.3f}" in caveat
     else:
         assert caveat is None and 0 <= recovered <= 1
+
+
+def test_registry_json_printer_escapes_control_and_bidi(tmp_path, capsys, tiny_setup):
+    path = tmp_path / "reg.json"
+    entries = {"5": {"name": "a\x9b2J\u202eb\u2028", "description": "\x1b]0;t\x07", "examples": [], "confidence": "low"}}
+    path.write_text(json.dumps(entries))
+    assert cli.main(["registry", tiny_setup["sae"], "--registry", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert _raw_unsafe(out) == []
+    assert json.loads(out) == entries
