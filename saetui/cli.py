@@ -31,10 +31,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, help="layer of the hook (default: the SAE's metadata)")
     parser.add_argument("--component", help="mlp, attn/self_attn or resid/residual (default: the SAE's metadata)")
     parser.add_argument("--registry", help="feature registry JSON (default: beside the SAE)")
-    parser.add_argument("--context-len", type=int, help="tokens per context, BOS included (default: 128, or the model's limit)")
+    parser.add_argument("--context-len", type=context_len_arg, help="tokens per context, BOS included (default: 128, or the model's limit)")
     parser.add_argument("--batch-semantics", action="store_true", help="BatchTopK SAEs: use mlxterp's batch-dependent encoding instead of the calibrated per-token threshold")
     parser.add_argument("--download", action="store_true", help="allow downloading the model or dataset from Hugging Face")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def context_len_arg(text: str) -> int:
+    """--context-len: a whole number of at least 2 (BOS and one token); 0 is not "default"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is too short: a context holds BOS and at least one token, so pass 2 or more")
+    return value
 
 
 def engine_settings(args: argparse.Namespace):
@@ -165,7 +176,10 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     if not args.download:
         from .engine.model import resolve_model_path
 
-        resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
+        model_dir = resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
+        from .commands.checks import check_context_len_against
+
+        check_context_len_against(args.context_len, model_dir)
     from .app import SaetuiApp
 
     app = SaetuiApp(engine)

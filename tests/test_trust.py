@@ -486,3 +486,23 @@ def test_registry_json_printer_escapes_control_and_bidi(tmp_path, capsys, tiny_s
     out = capsys.readouterr().out
     assert _raw_unsafe(out) == []
     assert json.loads(out) == entries
+
+
+def test_context_len_is_checked_before_the_app_opens(tiny_setup, capsys):
+    from saetui.commands.checks import check_context_len_against, positions_in_config
+
+    positions = json.loads((Path(tiny_setup["model"]) / "config.json").read_text())["max_position_embeddings"]
+    assert positions_in_config(Path(tiny_setup["model"])) == positions
+    with pytest.raises(UserError, match=f"Pass --context-len {positions} or less"):
+        check_context_len_against(positions + 1, Path(tiny_setup["model"]))
+    check_context_len_against(positions, Path(tiny_setup["model"]))
+    # the app's own command line: one line, exit 2, before any frame
+    assert cli.main([tiny_setup["sae"], "--model", tiny_setup["model"], "--dataset", tiny_setup["dataset"],
+                     "--context-len", str(positions + 1)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    for bad in ("0", "1", "-3"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["eval", "--context-len", bad])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "2 or more" in err

@@ -1,7 +1,9 @@
-"""Checks the subcommands share once the model is open."""
+"""Checks on --context-len that the subcommands and the app share."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ..engine.errors import UserError
@@ -15,6 +17,39 @@ def model_positions(session: Any) -> int | None:
     return int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
 
+def positions_in_config(model_dir: Path) -> int | None:
+    """max_position_embeddings from a model directory's config.json (no model loaded)."""
+    from ..engine.cache import read_regular_file
+
+    raw = read_regular_file(Path(model_dir) / "config.json", 16 * 1024 * 1024)
+    try:
+        config = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for holder in (config, config.get("text_config")):
+        limit = holder.get("max_position_embeddings") if isinstance(holder, dict) else None
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit
+    return None
+
+
+def check_context_len_against(asked: int | None, model_dir: Path) -> None:
+    """The app's check, before the first frame: the model's config says its positions."""
+    if asked is None:
+        return
+    _refuse_beyond(int(asked), positions_in_config(model_dir))
+
+
+def _refuse_beyond(asked: int, limit: int | None) -> None:
+    if limit is not None and asked > limit:
+        raise UserError(
+            f"--context-len {asked} is beyond the model's {limit:,} positions (activations past them are wrong)",
+            f"Pass --context-len {limit} or less",
+        )
+
+
 def check_context_len(session: Any) -> None:
     """--context-len beyond the model's positions gives wrong activations: refuse it."""
     asked = getattr(getattr(session, "settings", None), "context_len", None)
@@ -22,9 +57,4 @@ def check_context_len(session: Any) -> None:
         return
     if int(asked) < 2:
         raise UserError(f"--context-len {asked} is too short (BOS included)", "Pass --context-len 2 or more")
-    limit = model_positions(session)
-    if limit is not None and int(asked) > limit:
-        raise UserError(
-            f"--context-len {asked} is beyond the model's {limit:,} positions (activations past them are wrong)",
-            f"Pass --context-len {limit} or less",
-        )
+    _refuse_beyond(int(asked), model_positions(session))
