@@ -185,11 +185,16 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     app = SaetuiApp(engine)
     if blas.notice:
         app.startup_notice = blas.notice
-    if not args.debug:
-        # Textual prints a crash's whole traceback after the screen closes; we print one line.
-        app._print_error_renderables = app._exit_renderables.clear
+    quiet_crash_traceback(app, args.debug)
     app.run()
     return app_exit_status(app)
+
+
+def quiet_crash_traceback(app, debug: bool) -> None:
+    """Textual prints a crash's whole traceback after the screen closes; without --debug
+    saetui prints one line instead (app_exit_status)."""
+    if not debug:
+        app._print_error_renderables = app._exit_renderables.clear
 
 
 def app_exit_status(app) -> int:

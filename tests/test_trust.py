@@ -506,3 +506,25 @@ def test_context_len_is_checked_before_the_app_opens(tiny_setup, capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "2 or more" in err
+
+
+def test_app_crash_prints_one_line_and_the_traceback_only_under_debug(capfd):
+    from textual.app import App
+
+    class Crashing(App):
+        fatal_error = None
+
+        def on_mount(self) -> None:
+            raise RuntimeError("crash \x1b[2J in a handler")
+
+    for debug in (False, True):
+        app = Crashing()
+        cli.quiet_crash_traceback(app, debug)
+        app.run(headless=True)
+        status = cli.app_exit_status(app)
+        err = capfd.readouterr().err
+        assert status == 1
+        assert ("Traceback" in err or "RuntimeError" in err.split("saetui:")[0]) is debug, err[-500:]
+        assert err.strip().splitlines()[-1].startswith("saetui: internal error: RuntimeError")
+        if not debug:
+            assert err.count("\n") == 1 and _raw_unsafe(err) == []
