@@ -91,7 +91,7 @@ def test_user_error_line_is_escaped_by_construction():
 def test_fix_never_offers_a_command_quoting_unusual_text():
     ok = UserError("Model a/b is not cached", "Run `huggingface-cli download a/b`, or pass --download")
     assert "`huggingface-cli download a/b`" in ok.one_line()
-    for name in ("a/b; rm -rf ~", "$(curl evil)", "a/b`touch x`", "a/b | sh", "x\x1b[2J"):
+    for name in ("a/b; rm -rf ~", "$(curl evil)", "a/b`touch x`", "a/b | sh", "x\x1b[2J", "a/b --local-dir=/etc"):
         line = UserError(f"Model {name} is not cached", f"Run `huggingface-cli download {name}`, or pass --download").one_line()
         assert "huggingface-cli download" not in line, line
         assert "pass --download" in line

@@ -9,8 +9,9 @@ The line is safe by construction: `one_line()` passes the text through the one e
 rule (`saetui.ui.safe_text.visible`), since problems quote names read from files (an
 SAE's metadata, a dataset's columns, a model's config) that may hold terminal escapes.
 A command quoted in the fix between backticks is shown only when it is made of plain
-characters (letters, digits, `_-./:@=+,%` and spaces): one that quotes text from a file
-could run something else when pasted, so it is replaced by a note saying so.
+characters (letters, digits, `_-./:@=+,%` and spaces) and passes no options: one that
+quotes text from a file could run something else when pasted, so it is replaced by a
+note saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ _PLAIN_COMMAND = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
 _HIDDEN_COMMAND = "the command for it (not shown: it would quote unusual text from a file)"
 
 
+def _is_plain_command(command: str) -> bool:
+    """Plain characters only, and no option after the program (a quoted name must not
+    smuggle in `--local-dir` or the like)."""
+    words = command.split()
+    return bool(_PLAIN_COMMAND.fullmatch(command)) and bool(words) and not any(w.startswith("-") for w in words)
+
+
 def _safe_fix(fix: str) -> str:
     """`fix` with its backticked commands, unless one of them is not plain: then everything
     from the first backtick to the last is replaced by a note (a name holding backticks
@@ -30,9 +38,7 @@ def _safe_fix(fix: str) -> str:
     if len(parts) == 1:
         return fix
     commands = parts[1::2]
-    plain = len(parts) % 2 == 1 and all(
-        _PLAIN_COMMAND.fullmatch(c) and not c.lstrip().startswith("-") for c in commands
-    )
+    plain = len(parts) % 2 == 1 and all(_is_plain_command(c) for c in commands)
     if plain:
         return fix
     return parts[0] + _HIDDEN_COMMAND + parts[-1]
