@@ -23,7 +23,7 @@ __all__ = ["load_sae", "open_session", "__version__"]
 
 def _fast_blas() -> None:
     # Importing MLX is slow-ish and must follow the BLAS setup; do it on first use.
-    from .engine.blas import enable_fast_blas
+    from .blas import enable_fast_blas
 
     enable_fast_blas()
 

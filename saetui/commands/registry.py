@@ -6,7 +6,6 @@ Needs neither the model nor the SAE's weights: only where the registry lives.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from rich.console import Console
@@ -15,7 +14,7 @@ from rich.text import Text
 
 from ..engine.errors import UserError
 from ..engine.registry import Registry, registry_path_for
-from ..ui.safe_text import literal
+from ..ui.safe_text import dumps_json_safe, literal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +29,7 @@ def run(args: argparse.Namespace, engine) -> int:
     if registry.read_only:
         raise UserError(f"Registry {path} cannot be read ({registry.problem})", "Fix the file or move it away; saetui never overwrites it")
     if args.json:
-        json.dump(registry.to_json(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(dumps_json_safe(registry.to_json(), indent=2) + "\n")
         return 0
     console = Console(highlight=False, soft_wrap=False)
     if len(registry) == 0:

@@ -8,11 +8,10 @@ maximum over the tokens (BOS left out), strongest first, ties by feature id.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..engine.errors import UserError
-from ..ui.safe_text import visible
+from ..ui.safe_text import dumps_json_safe, visible
 from .top_texts import feature_names, print_notes
 
 
@@ -36,18 +35,13 @@ def run(args: argparse.Namespace, engine) -> int:
     names = feature_names(engine)
     notes = [result.notice] if result.notice else []
     if args.json:
-        json.dump(
-            {
-                "text": args.text,
-                "tokens": result.n_tokens,
-                "truncated": result.truncated,
-                "features": [{"feature_id": f, "activation": a, "name": names.get(f)} for f, a in top],
-            },
-            sys.stdout,
-            indent=2,
-            ensure_ascii=False,
-        )
-        sys.stdout.write("\n")
+        payload = {
+            "text": args.text,
+            "tokens": result.n_tokens,
+            "truncated": result.truncated,
+            "features": [{"feature_id": f, "activation": a, "name": names.get(f)} for f, a in top],
+        }
+        sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         print_notes(notes)
         return 0
     print_notes(notes)

@@ -8,15 +8,15 @@ pass, Rich's progress on stderr when it is a terminal) and cached for next time.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import TYPE_CHECKING
 
+from ..engine.errors import UserError
 from ..engine.features import check_feature_id, show_context
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
 from ..ui.progress import cli_progress
-from ..ui.safe_text import visible
+from ..ui.safe_text import dumps_json_safe, visible
 
 if TYPE_CHECKING:
     from ..engine.engine import Engine
@@ -42,11 +42,13 @@ def feature_names(engine: "Engine") -> dict[int, str]:
 
 def print_notes(notes: list[str]) -> None:
     for note in notes:
-        print(f"saetui: note: {note}", file=sys.stderr)
+        print(f"saetui: note: {visible(note)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace, engine) -> int:
     tier_for(args.top_k)  # 1..100, or a one-line error before any work
+    if args.max_tokens is not None and args.max_tokens <= 0:
+        raise UserError(f"--max-tokens {args.max_tokens} leaves nothing to index", "Pass a positive number of tokens")
     session = engine.call_job("loading", engine.opening)
     fid = check_feature_id(session.d_sae, args.feature)
     notes: list[str] = []
@@ -61,33 +63,28 @@ def run(args: argparse.Namespace, engine) -> int:
     name = feature_names(engine).get(fid)
     source = f"built in {time.perf_counter() - started:.1f}s" if built else "cached"
     if args.json:
-        json.dump(
-            {
-                "feature_id": fid,
-                "name": name,
-                "density": stats.density,
-                "count": stats.count,
-                "max_activation": stats.max_activation,
-                "tokens_indexed": stats.tokens,
-                "budget": index.budget,
-                "index": str(index.path) if index.path else None,
-                "results": [
-                    {
-                        "text": s.text,
-                        "activation": s.example.activation,
-                        "token_position": s.example.position,
-                        "context_id": s.example.context_id,
-                        "token": s.tokens[s.example.max_index],
-                        "window": "".join(s.tokens),
-                    }
-                    for s in shown
-                ],
-            },
-            sys.stdout,
-            indent=2,
-            ensure_ascii=False,
-        )
-        sys.stdout.write("\n")
+        payload = {
+            "feature_id": fid,
+            "name": name,
+            "density": stats.density,
+            "count": stats.count,
+            "max_activation": stats.max_activation,
+            "tokens_indexed": stats.tokens,
+            "budget": index.budget,
+            "index": str(index.path) if index.path else None,
+            "results": [
+                {
+                    "text": s.text,
+                    "activation": s.example.activation,
+                    "token_position": s.example.position,
+                    "context_id": s.example.context_id,
+                    "token": s.tokens[s.example.max_index],
+                    "window": "".join(s.tokens),
+                }
+                for s in shown
+            ],
+        }
+        sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         return 0
     title = f"Feature {fid}" + (f" \"{visible(name)}\"" if name else "")
     print(f"{title}: density {stats.density:.3%} ({stats.count:,} of {stats.tokens:,} tokens), max {stats.max_activation:.4f}  [{index.describe()}, {source}]")

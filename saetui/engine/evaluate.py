@@ -133,6 +133,29 @@ def evaluate(
     return report
 
 
+def ce_recovered_caveat(mb: dict[str, Any]) -> str | None:
+    """Why CE loss recovered cannot be read as 0..1 on this dataset, or None when it can.
+
+    It compares the SAE with zero ablation, so it assumes zero-ablating the hook hurts the
+    loss. On text far from the model's training data zero ablation can lower the loss, and
+    the SAE can beat the clean model: the ratio then leaves 0..1 and means little.
+    """
+    recovered, clean, sae, zero = (mb.get(k) for k in ("ce_loss_recovered", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero"))
+    if recovered is None or None in (clean, sae, zero):
+        return None
+    if zero <= clean:
+        return (
+            f"CE loss recovered ({recovered:.3f}) is unreliable on this dataset: zero-ablating the hook lowers the loss "
+            f"({zero:.3f} vs {clean:.3f} nats clean), as on text far from the model's training data; judge by KL score and MSE"
+        )
+    if recovered > 1:
+        return (
+            f"CE loss recovered ({recovered:.3f}) is above 1: the SAE's splice gives a lower loss than the clean model "
+            f"({sae:.3f} vs {clean:.3f} nats), as on text far from the model's training data; read it as 1 and judge by KL score and MSE"
+        )
+    return None
+
+
 def apply_registry(report: EvaluationReport, registry_high: dict[int, str]) -> None:
     """Count the registry's high-confidence features, then redo bands, score and advice."""
     interp = report.interpretability
@@ -408,7 +431,11 @@ def _assemble(session: Session, corpus, budget, batch_size, recon, sparsity, beh
     )
 
     if behaviour_off is None:
-        model_behaviour = ModelBehaviour(available=True, **behaviour.result())
+        measured = behaviour.result()
+        caveat = ce_recovered_caveat(measured)
+        if caveat:
+            notes.append(caveat)
+        model_behaviour = ModelBehaviour(available=True, ce_loss_recovered_unreliable=caveat is not None, **measured)
     else:
         model_behaviour = ModelBehaviour(available=False, reason=behaviour_off)
 
@@ -547,14 +574,17 @@ def default_json_path(session: Session) -> Path:
 
 
 def write_report_json(report: EvaluationReport, session: Session, path: str | Path | None = None) -> Path:
-    """Write the report atomically; the default path falls back to the current folder."""
-    data = report.to_json()
+    """Write the report atomically, the previous one kept as `<file>.bak` and the file's
+    permissions kept; the default path falls back to the current folder."""
+    from ..ui.safe_text import dumps_json_safe
+
+    blob = dumps_json_safe(report.to_json(), indent=2) + "\n"
     if path is not None:
         target = Path(path).expanduser()
         if target.is_dir():
             raise UserError(f"--json {target} is a directory", "Pass a file path, e.g. report.json")
         try:
-            cache.atomic_write_json(target, data)
+            cache.write_user_file(target, blob, backup=True)
         except OSError as exc:
             raise UserError(f"Cannot write the report to {target} ({exc.strerror or exc})", "Pass --json with a writable path") from None
         return target
@@ -567,7 +597,7 @@ def write_report_json(report: EvaluationReport, session: Session, path: str | Pa
         if not os.access(candidate.parent, os.W_OK):
             continue
         try:
-            cache.atomic_write_json(candidate, data)
+            cache.write_user_file(candidate, blob, backup=True)
             return candidate
         except OSError as exc:
             last = exc

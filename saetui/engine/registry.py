@@ -10,7 +10,13 @@ Nothing is ever lost:
 - saves are atomic (temporary file, flush, fsync, rename) and the previous version is
   kept as `<file>.bak`;
 - fields and entries saetui does not know (written by other tools) are kept as they are;
-- a file that cannot be read opens read-only, with a warning, and is never overwritten;
+- a file that cannot be read (invalid JSON, nested too deeply, not a regular file, too
+  large) or that the user made read-only (no write permission) opens read-only, with a
+  warning saying why, and is never overwritten;
+- keys that are not feature ids (including digit strings too long to be one) are kept
+  as other tools' data and never crash anything;
+- the lock file is opened without following links (a planted link cannot make saetui
+  create a file elsewhere);
 - two processes editing one registry do not lose each other's edits: a save takes a
   lock, re-reads the file and applies only this process's changes (field by field) on
   top of what is there.
@@ -19,18 +25,24 @@ Nothing is ever lost:
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import platformdirs
 
 from .cache import atomic_write_bytes
+from ..ui.safe_text import dumps_json_safe
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .session import Session
 
 CONFIDENCES = ("high", "medium", "low")
 KNOWN_FIELDS = ("name", "description", "examples", "confidence")
@@ -63,11 +75,11 @@ def default_registry_path(sae_path: str | Path, is_demo: bool = False) -> Path:
     return folder / f"{stem}-{key}{SUFFIX}"
 
 
-def registry_path_for(engine: Any) -> Path:
-    """The registry an engine's settings point at (`--registry`, or the default)."""
-    if engine.settings.registry:
-        return Path(engine.settings.registry).expanduser()
-    return default_registry_path(engine.sae_path, engine.is_demo)
+def registry_path_for(where: "Engine | Session") -> Path:
+    """The registry the settings point at (`--registry`, or the default beside the SAE)."""
+    if where.settings.registry:
+        return Path(where.settings.registry).expanduser()
+    return default_registry_path(where.sae_path, where.is_demo)
 
 
 def _writable_dir(folder: Path) -> bool:
@@ -84,16 +96,21 @@ def feature_key(feature_id: int) -> str:
 class Registry:
     """One registry file. Edits (`set`, `delete`) take effect in memory; `save()` writes them."""
 
-    def __init__(self, path: Path, data: dict[str, Any] | None = None, problem: str | None = None) -> None:
+    def __init__(
+        self, path: Path, data: dict[str, Any] | None = None, problem: str | None = None, write_protected: bool = False
+    ) -> None:
         self.path = Path(path)
         # Why the file could not be read (then it is read-only), e.g. "invalid JSON: ...".
         self.problem = problem
-        self.read_only = problem is not None
-        self.warning = (
-            f"Registry {self.path} cannot be read ({problem}); it is open read-only and will not be overwritten"
-            if problem is not None
-            else None
-        )
+        # The user made the file read-only: it is shown, never rewritten.
+        self.write_protected = write_protected and problem is None
+        self.read_only = problem is not None or self.write_protected
+        if problem is not None:
+            self.warning: str | None = f"Registry {self.path} cannot be read ({problem}); it is open read-only and will not be overwritten"
+        elif self.write_protected:
+            self.warning = f"Registry {self.path} is a read-only file; it is open read-only (make the file writable to save names)"
+        else:
+            self.warning = None
         self._data: dict[str, Any] = data if data is not None else {}
         # What the file held when last read or written: a save applies only what changed since.
         self._base: dict[str, Any] = copy.deepcopy(self._data)
@@ -109,7 +126,7 @@ class Registry:
             data = _read(path)
         except _Unreadable as exc:
             return cls(path, {}, problem=str(exc))
-        return cls(path, data)
+        return cls(path, data, write_protected=_write_protected(path))
 
     def name(self, feature_id: int) -> str | None:
         entry = self._data.get(str(int(feature_id)))
@@ -190,6 +207,11 @@ class Registry:
 
     def save(self) -> None:
         """Write this process's edits atomically, merged over whatever the file holds now."""
+        if self.write_protected:
+            raise UserError(
+                f"Registry {self.path} is a read-only file, so saetui will not overwrite it",
+                "Make the file writable and reopen, or pass --registry with another path",
+            )
         if self.read_only:
             raise UserError(
                 f"Registry {self.path} could not be read when it was opened, so saetui will not overwrite it",
@@ -268,25 +290,60 @@ class _Unreadable(Exception):
     pass
 
 
+# A feature id fits in 18 digits; a longer digit string is another tool's key, not an id
+# (int() of thousands of digits raises, and no SAE has that many features).
+MAX_ID_DIGITS = 18
+MAX_REGISTRY_BYTES = 64 * 1024 * 1024
+
+
 def _is_id(key: str) -> bool:
-    return key.isascii() and key.isdigit()
+    return key.isascii() and key.isdigit() and len(key) <= MAX_ID_DIGITS
+
+
+def _write_protected(path: Path) -> bool:
+    """The user took write permission away (mode 444): respected even where root could write."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return not (st.st_mode & 0o222) or not os.access(path, os.W_OK)
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import stat as stat_
+
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise _Unreadable(exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat_.S_ISREG(st.st_mode):
+            raise _Unreadable("not a regular file")
+        if st.st_size > MAX_REGISTRY_BYTES:
+            raise _Unreadable(f"larger than {MAX_REGISTRY_BYTES // (1024 * 1024)} MiB")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(MAX_REGISTRY_BYTES + 1)
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from exc
+    finally:
+        os.close(fd)
     if not raw.strip():
         return {}
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _Unreadable("not UTF-8") from exc
+    except RecursionError as exc:
+        raise _Unreadable("nested too deeply") from exc
     except ValueError as exc:
         raise _Unreadable(f"invalid JSON: {exc}") from exc
+    try:
+        copy.deepcopy(data)  # what every edit does; a structure too deep for it is unreadable
+    except RecursionError as exc:
+        raise _Unreadable("nested too deeply") from exc
     if not isinstance(data, dict):
         raise _Unreadable(f"a JSON {type(data).__name__}, not an object of feature ids")
     return data
@@ -297,15 +354,15 @@ def _dumps(data: dict[str, Any]) -> bytes:
     ids = sorted((k for k in data if _is_id(k)), key=int)
     ordered = {k: data[k] for k in ids}
     ordered.update((k, v) for k, v in data.items() if not _is_id(k))
-    return (json.dumps(ordered, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (dumps_json_safe(ordered, indent=2) + "\n").encode("utf-8")
 
 
-def _mode(path: Path) -> int:
-    """The file's permissions, to keep them; a new registry is readable by all, like any file."""
+def _mode(path: Path) -> int | None:
+    """The file's permissions, to keep them; None for a new file (the umask decides)."""
     try:
         return path.stat().st_mode & 0o777
     except OSError:
-        return 0o644
+        return None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -356,8 +413,14 @@ def _locked(path: Path) -> Iterator[None]:
         return
     lock_path = path.with_name(path.name + LOCK_SUFFIX)
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a link planted as the lock file must not make us create its target.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(
+                f"The registry's lock file {lock_path} is a link, which saetui does not follow",
+                "Remove that link, then save again",
+            ) from exc
         raise UserError(f"Cannot write in {path.parent} ({exc.strerror})", "Pass --registry with a writable path") from exc
     try:
         deadline = time.monotonic() + LOCK_TIMEOUT_S

@@ -203,10 +203,13 @@ class ModelBehaviour(Section):
     kl_div_zero: float | None = None
     kl_score: float | None = None  # None: undefined
     positions: int = 0
+    # True when CE loss recovered cannot be read as 0..1 on this dataset (the notes say why).
+    ce_loss_recovered_unreliable: bool = False
     reason: str = ""
 
     MEASURED: ClassVar[list[str]] = [
         "ce_loss_clean", "ce_loss_sae", "ce_loss_zero", "ce_loss_recovered", "kl_div_sae", "kl_div_zero", "kl_score", "positions",
+        "ce_loss_recovered_unreliable",
     ]
 
     def to_json(self) -> dict[str, Any]:

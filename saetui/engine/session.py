@@ -20,6 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from .corpus import DEFAULT_CONTEXT_LEN, Corpus, load_texts, tokenize_corpus
+from .errors import UserError
 from .model import Hook, ModelRunner
 from .sae import BatchTopKSAE, SparseAutoencoder
 
@@ -187,11 +188,22 @@ class Session:
 
 
 def model_context_len(runner: ModelRunner, requested: int | None = None) -> int:
-    """The context length in force: the request, else 128 capped by the model's positions."""
-    if requested:
-        return int(requested)
+    """The context length in force: the request, else 128 capped by the model's positions.
+
+    A request beyond the model's positions would give wrong activations: refused.
+    """
     limit = getattr(getattr(runner.model, "args", None), "max_position_embeddings", None)
-    return int(min(DEFAULT_CONTEXT_LEN, limit)) if limit else DEFAULT_CONTEXT_LEN
+    limit = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    if requested is not None:
+        if int(requested) < 2:
+            raise UserError(f"--context-len {requested} is too short (BOS included)", "Pass --context-len 2 or more")
+        if limit is not None and int(requested) > limit:
+            raise UserError(
+                f"--context-len {requested} is beyond the model's {limit:,} positions (activations past them are wrong)",
+                f"Pass --context-len {limit} or less",
+            )
+        return int(requested)
+    return min(DEFAULT_CONTEXT_LEN, limit) if limit else DEFAULT_CONTEXT_LEN
 
 
 def summary_line(sae: SparseAutoencoder, layer: Any, component: Any, model: str | None, threshold_mode: str | None) -> str:

