@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "top-features": ("saetui.commands.top_features", "the features that fire most on a text"),
     "top-texts": ("saetui.commands.top_texts", "the contexts where a feature fires most"),
     "registry": ("saetui.commands.registry", "list the named features"),
+    "search": ("saetui.commands.search", "features by name, explanation or top tokens"),
 }
 
 EXIT_USER_ERROR = 2

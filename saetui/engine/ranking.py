@@ -63,7 +63,11 @@ def tail_fraction(stats: FeatureStats, activation: float, edges: np.ndarray | No
     b = int(np.clip(np.searchsorted(edges, a, side="right") - 1, 0, hist.size - 1))
     above = float(hist[b + 1 :].sum())
     lo, hi = edges[b], edges[b + 1]
-    if lo > 0 and np.isfinite(hi):
+    if above == 0 and stats.max_activation > lo:
+        hi = min(hi, stats.max_activation)  # the top bin's mass ends at the feature's max
+    if a >= hi:
+        inside = 0.0
+    elif lo > 0 and np.isfinite(hi):
         inside = (np.log(hi) - np.log(a)) / (np.log(hi) - np.log(lo))
     else:
         inside = 0.5
