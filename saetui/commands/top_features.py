@@ -23,6 +23,7 @@ from .top_texts import feature_names, print_notes
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to analyse")
     parser.add_argument("--top-k", type=int, default=10, help="how many features (default 10)")
+    parser.add_argument("--max-tokens", type=int, help="token budget of the index the distinctive ranking reads (default: 65,536 for the demo, 262,144 otherwise)")
     parser.add_argument("--rank", choices=("distinctive", "activation"), default="distinctive", help="distinctive (default): how unusual the activation is for the feature, from the index; activation: the guide's raw maximum")
     parser.add_argument("--json", action="store_true", help="print JSON: {text, rank, features: [{feature_id, activation, score, peak_token, peak_position, name, explanation}]}")
 
