@@ -115,9 +115,13 @@ class SaetuiApp(App[int]):
     def feature_name(self, feature_id: int) -> str | None:
         """The registry's name for a feature, for showing next to its id anywhere."""
         registry = getattr(self, "registry", None)
-        if registry is None:
-            return None
-        return registry.name(feature_id)
+        name = registry.name(feature_id) if registry is not None else None
+        if name:
+            return name
+        # Else the automatic explanation, marked as such (set once the index is explained).
+        from .engine.explain import display_label
+
+        return display_label(getattr(self, "explanations", {}).get(int(feature_id)))
 
     # -- progress of engine jobs ----------------------------------------------------------
 
@@ -182,7 +186,7 @@ class SaetuiApp(App[int]):
         self.switch_mode("probe")
         screen = self.screen
         if hasattr(screen, "set_text"):
-            screen.set_text(message.text)
+            screen.set_text(message.text, message.feature_id)
 
     def on_edit_registry_entry(self, message: EditRegistryEntry) -> None:
         open_entry_editor(self, message.feature_id)

@@ -16,9 +16,10 @@ class OpenFeature(Message):
 
 @dataclass
 class ProbeText(Message):
-    """Open the probe screen with this text."""
+    """Open the probe screen with this text (shaded by `feature_id` when given)."""
 
     text: str
+    feature_id: int | None = None
 
 
 @dataclass

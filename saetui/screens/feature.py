@@ -54,6 +54,7 @@ class FeatureScreen(EngineScreen):
         Binding("t", "probe_context", "Probe context"),
         Binding("e", "edit_entry", "Edit name"),
         Binding("b", "build_index", "Resume index", show=False),
+        Binding("slash", "search", "Search"),
     ]
 
     def __init__(self) -> None:
@@ -140,10 +141,33 @@ class FeatureScreen(EngineScreen):
                 self.notify(visible(note), markup=False, timeout=8)
             if builder.seconds > 0:
                 self.notify(f"Feature index ready: {builder.index.describe()} in {builder.seconds:.1f}s")
+            await self._explain(builder.index)
         finally:
             self.build_job = None
             self.app.clear_progress()
             self._load_page()
+
+    async def _explain(self, index: FeatureIndex) -> None:
+        """Explanations of every live feature (cached beside the index), for names and search."""
+        from ..engine.explain import load_explanations
+
+        if index is None or not index.complete:
+            return
+        self.app.explanations = await self.engine.run(load_explanations, self.engine, index)
+
+    def action_search(self) -> None:
+        from ..commands.search import registry_texts
+        from .feature_search import FeatureSearch
+
+        if not getattr(self.app, "explanations", None):
+            self.notify("Explanations come with the feature index: wait for it to finish (search covers registry names meanwhile)")
+        names, descriptions = registry_texts(self.engine)
+
+        def chosen(fid: int | None) -> None:
+            if fid is not None:
+                self.show_feature(fid)
+
+        self.app.push_screen(FeatureSearch(getattr(self.app, "explanations", {}) or {}, names, descriptions), chosen)
 
     # -- showing a feature -------------------------------------------------------------------
 
@@ -384,7 +408,7 @@ class FeatureScreen(EngineScreen):
         if text is None:
             self.notify("Select a context first (up/down in the list)", severity="warning")
             return
-        self.post_message(ProbeText(text))
+        self.post_message(ProbeText(text, self.feature_id))
 
     def action_edit_entry(self) -> None:
         if self.feature_id is not None:
