@@ -1,4 +1,4 @@
-"""Screens: `t` opens the probe shaded by the page's feature, `h` shades by id, `/` searches,
+"""Screens: `t` opens the probe shaded by the page's feature, `#` shades by id, `/` searches,
 explanations beside feature ids (App.run_test)."""
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ async def test_t_opens_the_probe_shaded_by_the_page_feature(tiny_setup):
         assert probe.result.has_feature(fid)
         acts = probe.result.activations_of(fid)
         assert acts.max() > 0  # the context the feature fired in lights up by it
-        # h: shade by any feature id, typed into a prompt.
+        # #: shade by any feature id, typed into a prompt.
         other = live[0] if live[0] != fid else live[1]
         await pilot.press("escape")
-        await pilot.press("h")
+        await pilot.press("number_sign")
         await wait_for(pilot, lambda: app.screen.query(Input), "the id prompt")
         app.screen.query_one(Input).value = str(other)
         await pilot.press("enter")

@@ -81,7 +81,7 @@ class ProbeScreen(EngineScreen):
         Binding("f", "open_feature", "Open feature"),
         Binding("e", "edit_entry", "Name feature"),
         Binding("s", "shade", "Shade by feature", show=False),
-        Binding("h", "shade_by_id", "Shade by id"),
+        Binding("number_sign", "shade_by_id", "Shade by id (#)"),
     ]
 
     def __init__(self) -> None:
