@@ -62,3 +62,26 @@ def test_search_json_and_bad_input(capsys, tiny_setup, engine):  # noqa: F811
         assert word.casefold() in (ex.label + " " + " ".join(ex.words) + " " + " ".join(w for w, _, _ in ex.top_words)).casefold()
     code, _, err = run(capsys, "search", *common(tiny_setup, "  "))
     one_line_error(code, err, "query is empty")
+
+
+def test_explain_command_json_and_explainer(capsys, tiny_setup, engine, tmp_path):  # noqa: F811
+    from support import make_model_dir
+
+    index = build_index(engine)
+    explanations = engine.worker.call(load_explanations, engine, index)
+    code, out, err = run(capsys, "explain", *common(tiny_setup), "--max-tokens", BUDGET, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert {r["feature_id"]: r["label"] for r in data["features"]} == {f: e.label for f, e in explanations.items()}
+    assert data["summary"]["explained"] == sum(1 for e in explanations.values() if e.score is not None and e.score >= data["summary"]["bar"])
+    folder = make_model_dir(tmp_path / "chat", layers=1)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    code, out, err = run(capsys, "explain", *common(tiny_setup), "--max-tokens", BUDGET, "--explainer", str(folder), "--features", "2", "--batch-size", "4", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["features"]
+    assert len(rows) == 2 and all(r["source"] == f"model:{folder}" for r in rows)
+    assert "explaining with" in err
+    code, _, err = run(capsys, "explain", *common(tiny_setup), "--explainer", tiny_setup["model"])
+    one_line_error(code, err, "chat template")

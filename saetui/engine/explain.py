@@ -389,3 +389,33 @@ def display_label(explanation: Explanation | None, registry_name: str | None = N
         return None
     mark = "auto" if explanation.source == SOURCE_AUTO else explanation.source
     return f"{explanation.label} ({mark})"
+
+
+# -- the benchmark ------------------------------------------------------------------------
+
+
+def benchmark(session: Any, index: FeatureIndex, estimate_features: int = 32_768) -> dict[str, Any]:
+    """Seconds to explain and score every live feature of `index` (no cache), against its build.
+
+    For saetui.bench: `ratio` is explanation seconds / the index's recorded build seconds
+    (target <= 0.5); `estimate_seconds` scales the per-feature time to `estimate_features`
+    (the work per feature depends on K and the window, not on d_sae).
+    """
+    tokenizer = getattr(session, "tokenizer", None) or session.runner.tokenizer
+    began = time.perf_counter()
+    out = drive(iter_explanations(index, tokenizer))
+    seconds = time.perf_counter() - began
+    build = float(index.meta.get("build_seconds") or 0.0)
+    per_feature = seconds / max(len(out), 1)
+    return {
+        "figure": "explanations and detection scores, all live features",
+        "features": len(out),
+        "seconds": seconds,
+        "per_feature_ms": per_feature * 1e3,
+        "index_build_seconds": build,
+        "ratio_to_build": seconds / build if build else None,
+        "target_ratio": 0.5,
+        "estimate_features": int(estimate_features),
+        "estimate_seconds": per_feature * estimate_features,
+        "explained": explained_summary(out, len(out))["explained"],
+    }
