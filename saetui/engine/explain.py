@@ -192,7 +192,7 @@ def explain_feature(feature_id: int, top: list[ContextExample], samples: list[Co
     return Explanation(feature_id, label, words, tokens, "token", None)
 
 
-def predicts(explanation: Explanation, windows: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+def predicts(explanation: Explanation, windows: np.ndarray) -> np.ndarray:
     """Whether the explanation predicts activation in each window (rows of token ids)."""
     windows = np.atleast_2d(windows)
     if not explanation.tokens:
