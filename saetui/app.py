@@ -116,9 +116,18 @@ class SaetuiApp(App[int]):
     def feature_name(self, feature_id: int) -> str | None:
         """The registry's name for a feature, for showing next to its id anywhere."""
         registry = getattr(self, "registry", None)
-        if registry is None:
-            return None
-        return registry.name(feature_id)
+        name = registry.name(feature_id) if registry is not None else None
+        if name:
+            return name
+        # Else the automatic explanation, marked as such (once the session's index is explained).
+        from .engine.explain import display_label
+
+        session = self.engine.session
+        return display_label(session.explanations.get(int(feature_id))) if session is not None else None
+
+    def refresh_names(self) -> None:
+        """Names shown anywhere may have changed (explanations arrived): say so to every screen."""
+        self.registry_changed_signal.publish(RegistryChange(-1, "explained"))
 
     # -- the engine's long work ------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class SaetuiApp(App[int]):
         self.switch_mode("probe")
         screen = self.screen
         if hasattr(screen, "set_text"):
-            screen.set_text(message.text)
+            screen.set_text(message.text, message.feature_id)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "top-features": ("saetui.commands.top_features", "the features that fire most on a text"),
     "top-texts": ("saetui.commands.top_texts", "the contexts where a feature fires most"),
     "registry": ("saetui.commands.registry", "list the named features"),
+    "search": ("saetui.commands.search", "features by name, explanation or top tokens"),
+    "explain": ("saetui.commands.explain", "explanations of every live feature and their scores (--explainer MODEL: by a local chat model)"),
 }
 
 EXIT_USER_ERROR = 2

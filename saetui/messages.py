@@ -27,9 +27,10 @@ class OpenFeature(Message):
 
 @dataclass
 class ProbeText(Message):
-    """Open the probe screen with this text."""
+    """Open the probe screen with this text (shaded by `feature_id` when given)."""
 
     text: str
+    feature_id: int | None = None
 
 
 @dataclass
@@ -55,8 +56,8 @@ class DeleteRegistryEntry(Message):
 class RegistryChange:
     """What changed in the registry (the payload of the app's `registry_changed_signal`)."""
 
-    feature_id: int
-    action: Literal["saved", "deleted"]
+    feature_id: int  # -1: any feature (explanations arrived)
+    action: Literal["saved", "deleted", "explained"]
 
 
 @dataclass

@@ -75,15 +75,16 @@ def test_top_texts_builds_with_progress_then_reuses(capsys, tiny_setup, monkeypa
 
 def test_top_features_human_and_json(capsys, tiny_setup, engine):
     text = "Paris is the capital of France."
-    code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5", "--json")
+    # --rank activation is the guide's order (the default ranks by distinctiveness: test_explain_cli.py).
+    code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5", "--rank", "activation", "--json")
     assert code == 0, err
     data = json.loads(out)
     expected = engine(get_top_activating_features, text, 5)
     assert [(f["feature_id"], f["activation"]) for f in data["features"]] == expected
-    code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5")
+    code, out, err = run(capsys, "top-features", *common(tiny_setup, text), "--top-k", "5", "--rank", "activation")
     assert code == 0
     rows = [line.split() for line in out.splitlines()[2:]]
-    assert [(int(r[0]), float(r[1])) for r in rows] == [(f, round(a, 4)) for f, a in expected]
+    assert [(int(r[0]), float(r[2])) for r in rows] == [(f, round(a, 4)) for f, a in expected]
 
 
 def test_output_never_carries_raw_control_characters(capsys, tiny_setup, tmp_path):

@@ -61,11 +61,16 @@ def run(args: argparse.Namespace, engine) -> int:
     stats = index.feature(fid)
     shown = engine.call(lambda: [show_context(session, index, e) for e in stats.top[: args.top_k]])
     name = feature_names(engine).get(fid)
+    from ..engine.explain import load_explanations
+    from .search import explanation_json
+
+    explanation = engine.call(load_explanations, session, index).get(fid)
     source = f"built in {time.perf_counter() - started:.1f}s" if built else "cached"
     if args.json:
         payload = {
             "feature_id": fid,
             "name": name,
+            "explanation": explanation_json(explanation),
             "density": stats.density,
             "count": stats.count,
             "max_activation": stats.max_activation,
@@ -87,6 +92,9 @@ def run(args: argparse.Namespace, engine) -> int:
         sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         return 0
     title = f"Feature {fid}" + (f" \"{visible(name)}\"" if name else "")
+    if explanation is not None and explanation.label:
+        score = f", detection score {explanation.score:.2f}" if explanation.score is not None else ""
+        title += f" [auto: {visible(explanation.label)}{score}]"
     print(f"{title}: density {stats.density:.3%} ({stats.count:,} of {stats.tokens:,} tokens), max {stats.max_activation:.4f}  [{index.describe()}, {source}]")
     if not stats.fires:
         print(f"Feature {fid} never fired on the {stats.tokens:,} indexed tokens.")

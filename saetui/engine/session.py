@@ -26,6 +26,7 @@ from .sae import BatchTopKSAE, SparseAutoencoder
 
 if TYPE_CHECKING:
     from .engine import EngineSettings
+    from .explain import Explanation
     from .index import FeatureIndex
 
 THRESHOLD_CALIBRATED = "calibrated"
@@ -67,6 +68,7 @@ class Session:
     notes: list[str] = field(default_factory=list)
     # What the session's functions share, filled in as they run:
     index: "FeatureIndex | None" = None  # the feature index open (complete or being built)
+    explanations: "dict[int, Explanation]" = field(default_factory=dict)  # automatic, from the complete index
     _texts: list[str] | None = field(default=None, repr=False)
     _corpora: dict[int | None, Corpus] = field(default_factory=dict, repr=False)
     _decoder: DecoderGeometry | None = field(default=None, repr=False)

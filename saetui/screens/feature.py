@@ -54,6 +54,7 @@ class FeatureScreen(EngineScreen):
         Binding("t", "probe_context", "Probe context"),
         Binding("e", "edit_entry", "Edit name"),
         Binding("b", "build_index", "Resume index", show=False),
+        Binding("slash", "search", "Search"),
     ]
 
     def __init__(self) -> None:
@@ -135,6 +136,7 @@ class FeatureScreen(EngineScreen):
             seconds = float(index.meta.get("build_seconds", 0.0))
             if job.last is not None and seconds > 0:
                 self.notify(f"Feature index ready: {index.describe()} in {seconds:.1f}s")
+            await self._explain(index)
         finally:
             refresher.stop()
             for note in notes:
@@ -145,6 +147,35 @@ class FeatureScreen(EngineScreen):
     def _refresh_partial(self) -> None:
         if self.index is not None and time.perf_counter() - self._last_refresh >= PARTIAL_REFRESH_S:
             self._load_page()
+
+    async def _explain(self, index: FeatureIndex) -> None:
+        """Explanations of every live feature (cached beside the index), for names and search."""
+        from ..engine.explain import explain_index
+
+        if index is None or not index.complete:
+            return
+        session = self.app.session
+        try:
+            session.explanations = await self.app.wait_job(self.engine.start("explaining", explain_index, session, index))
+        except Cancelled:
+            return
+        self.app.refresh_names()
+
+    def action_search(self) -> None:
+        from ..engine.search import registry_texts
+        from .feature_search import FeatureSearch
+
+        session = self.engine.session
+        explanations = session.explanations if session is not None else {}
+        if not explanations:
+            self.notify("Explanations come with the feature index: wait for it to finish (search covers registry names meanwhile)")
+        names, descriptions = registry_texts(self.app.registry)
+
+        def chosen(fid: int | None) -> None:
+            if fid is not None:
+                self.show_feature(fid)
+
+        self.app.push_screen(FeatureSearch(explanations, names, descriptions), chosen)
 
     # -- showing a feature -------------------------------------------------------------------
 
@@ -382,7 +413,7 @@ class FeatureScreen(EngineScreen):
         if text is None:
             self.notify("Select a context first (up/down in the list)", severity="warning")
             return
-        self.post_message(ProbeText(text))
+        self.post_message(ProbeText(text, self.feature_id))
 
     def action_edit_entry(self) -> None:
         if self.feature_id is not None:

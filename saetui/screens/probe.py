@@ -70,6 +70,7 @@ class ProbeScreen(EngineScreen):
         Binding("f", "open_feature", "Open feature"),
         Binding("e", "edit_entry", "Name feature"),
         Binding("s", "shade", "Shade by feature", show=False),
+        Binding("number_sign", "shade_by_id", "Shade by id (#)"),
     ]
 
     def __init__(self) -> None:
@@ -116,9 +117,15 @@ class ProbeScreen(EngineScreen):
             return self._given_text
         return shown
 
-    def set_text(self, text: str) -> None:
-        """Probe this text (from another screen): it replaces what is in the box."""
+    def set_text(self, text: str, feature_id: int | None = None) -> None:
+        """Probe this text (from another screen): it replaces what is in the box.
+
+        `feature_id`: shade the tokens by this feature (the one the text was opened from).
+        """
         self._given_text = text
+        if feature_id is not None:
+            self.selected = int(feature_id)
+            self._selected_by_user = True
         try:
             box = self.query_one(ProbeInput)
         except NoMatches:  # called before the screen is composed: on_mount loads it
@@ -316,6 +323,21 @@ class ProbeScreen(EngineScreen):
         feature = self._current_feature()
         if feature is not None:
             self.select_feature(feature)
+
+    def action_shade_by_id(self) -> None:
+        """Ask for a feature id (the dialog checks it) and shade the tokens by it."""
+        from ..widgets.feature_goto import GotoFeature
+
+        sae = self.engine.sae
+        if sae is None:
+            self.notify("The SAE is still loading", severity="warning")
+            return
+
+        def chosen(feature_id: int | None) -> None:
+            if feature_id is not None:
+                self.select_feature(feature_id)
+
+        self.app.push_screen(GotoFeature(sae.d_sae), chosen)
 
     def select_feature(self, feature_id: int) -> None:
         """Shade the tokens by this feature (recomputing if the result has no column for it)."""
