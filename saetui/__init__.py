@@ -12,7 +12,26 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_sae", "__version__"]
+__all__ = [
+    "load_sae",
+    "Intervention",
+    "parse_intervention",
+    "text_effects",
+    "steer",
+    "generate_side_by_side",
+    "removal_effect",
+    "__version__",
+]
+
+# Interventions (saetui/engine/intervene.py): functions that take an opened session/engine.
+_INTERVENE = {
+    "Intervention": "Intervention",
+    "parse_intervention": "parse_intervention",
+    "text_effects": "text_effects",
+    "steer": "steer",
+    "generate_side_by_side": "generate_side_by_side",
+    "removal_effect": "removal_effect",
+}
 
 
 def __getattr__(name: str):
@@ -24,4 +43,11 @@ def __getattr__(name: str):
         from .engine.sae import load_sae
 
         return load_sae
+    if name in _INTERVENE:
+        from .engine.blas import enable_fast_blas
+
+        enable_fast_blas()
+        from .engine import intervene
+
+        return getattr(intervene, _INTERVENE[name])
     raise AttributeError(name)

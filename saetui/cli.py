@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "top-features": ("saetui.commands.top_features", "the features that fire most on a text"),
     "top-texts": ("saetui.commands.top_texts", "the contexts where a feature fires most"),
     "registry": ("saetui.commands.registry", "list the named features"),
+    "steer": ("saetui.commands.steer", "continue a prompt clean and with features changed"),
+    "ablate": ("saetui.commands.ablate", "per-token loss changes when features are changed"),
 }
 
 EXIT_USER_ERROR = 2

@@ -76,8 +76,9 @@ class Intervention:
         return f"{self.feature_id}:{self.mode}:{self.value:g}"
 
     def describe(self) -> str:
+        if self.mode == "ablate":
+            return "ablated (set to 0)"
         return {
-            "ablate": "ablated (set to 0)",
             "clamp": f"clamped to {self.value:g}",
             "scale": f"scaled by {self.value:g}",
             "add": f"{self.value:+g} x its direction added",
@@ -587,6 +588,19 @@ def steer(
         result.steered_ids.append(out.get("steered", []))
         result.seeds.append(sample_seed if temperature > 0 else None)
     return result
+
+
+def generate_side_by_side(
+    session: Any,
+    prompt: str,
+    interventions: Sequence[Intervention],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = 0.0,
+    seed: int = 0,
+    samples: int = 1,
+) -> SteerResult:
+    """`steer` run to the end: the clean and intervened continuations (for scripts)."""
+    return run_to_end(steer(session, prompt, interventions, max_new_tokens, temperature, seed, samples))
 
 
 def run_to_end(gen: Generator[Any, None, Any]) -> Any:
