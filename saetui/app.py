@@ -28,6 +28,7 @@ from .screens.help import HelpScreen, binding_rows
 from .screens.probe import ProbeScreen
 from .screens.registry import RegistryScreen
 from .screens.report import ReportScreen
+from .screens.steer import SteerScreen
 from .ui.safe_text import visible
 from .widgets.job_status import JobStatus
 
@@ -36,6 +37,7 @@ SCREEN_NAMES = {
     "feature": "Feature",
     "probe": "Probe",
     "registry": "Registry",
+    "steer": "Steer",
 }
 
 
@@ -49,6 +51,7 @@ class SaetuiApp(App[int]):
         "feature": FeatureScreen,
         "probe": ProbeScreen,
         "registry": RegistryScreen,
+        "steer": SteerScreen,
     }
     DEFAULT_MODE = "report"
     BINDINGS = [
@@ -56,6 +59,7 @@ class SaetuiApp(App[int]):
         Binding("2", "switch_mode('feature')", "Feature", show=False),
         Binding("3", "switch_mode('probe')", "Probe", show=False),
         Binding("4", "switch_mode('registry')", "Registry", show=False),
+        Binding("5", "switch_mode('steer')", "Steer", show=False),
         # The screen strip under the header shows these; the footer keeps to the screen's own keys.
         Binding("question_mark", "help", "Help", show=False),
         Binding("x", "cancel_job", "Cancel job", show=False),
@@ -71,6 +75,8 @@ class SaetuiApp(App[int]):
         self._jobs: list = []
         # The user's feature names; a file that cannot be read opens read-only (never overwritten).
         self.registry = Registry.load(registry_path_for(engine))
+        # The Steer screen's interventions; `s` on the feature and probe screens adds to it.
+        self.interventions: list = []
 
     # -- start-up -----------------------------------------------------------------------
 
