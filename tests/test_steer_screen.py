@@ -107,3 +107,31 @@ async def test_s_on_the_probe_screen_adds_the_feature(tiny_setup, tmp_path):
         assert app.interventions == [Intervention(top.feature_id, "clamp", round(2 * top.max_activation, 3))]
         screen = await _open_steer(app, pilot)
         assert _rows(screen)[0][:3] == [str(top.feature_id), "", "clamp"]
+
+
+async def test_feature_screen_s_adds_and_a_shows_the_removal_effect(tiny_setup):
+    from saetui.engine.index import open_index
+    from saetui.engine.intervene import removal_effect
+    from saetui.screens.feature import FeatureScreen
+
+    settings = EngineSettings(sae=tiny_setup["sae"], dataset=tiny_setup["dataset"], context_len=48, max_tokens=48 * 24)
+    app = SaetuiApp(Engine(settings))
+    async with app.run_test(size=(100, 40)) as pilot:
+        assert await app.wait_ready()
+        await pilot.press("2")
+        await wait_until(pilot, lambda: isinstance(app.screen, FeatureScreen), "feature screen")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.page is not None and screen.build_job is None and open_index(app.engine) is not None and open_index(app.engine).complete and screen.page.stats is not None and not screen.page.stats.partial, "index", tries=3000)
+        index = open_index(app.engine)
+        fid = int(index.live_features()[0])
+        screen.show_feature(fid)
+        await wait_until(pilot, lambda: screen.page.feature_id == fid and screen.page.stats is not None, "the page", tries=1500)
+        stats = screen.page.stats
+        assert f"s clamps to {2 * stats.max_activation:.3g}" in str(screen.query_one("#feature-stats", Static).render())
+        await pilot.press("s")
+        assert app.interventions == [Intervention(fid, "clamp", round(2 * stats.max_activation, 3))]
+        await pilot.press("a")
+        await wait_until(pilot, lambda: fid in getattr(screen, "removal", {}), "removal effect", tries=1500)
+        expected = await app.engine.run(run_to_end, removal_effect(app.engine, index, fid, use_cache=False))
+        assert screen.removal[fid].to_json() == expected.to_json()
+        assert "Removed on its top contexts" in str(screen.query_one("#feature-stats", Static).render())
