@@ -80,7 +80,7 @@ class ProbeScreen(EngineScreen):
         Binding("i", "edit_text", "Type"),
         Binding("f", "open_feature", "Open feature"),
         Binding("e", "edit_entry", "Name feature"),
-        Binding("s", "steer", "Steer with feature"),
+        Binding("s", "steer", "Steer with feature", show=False),
     ]
 
     def __init__(self) -> None:
