@@ -423,3 +423,14 @@ def test_removal_effect_on_top_contexts(demo, concept_features):
     # Cached with the index: the second call reads the same numbers back.
     again = demo.worker.call(run_to_end, removal_effect(demo, index, f, max_contexts=8))
     assert again.to_json() == effect.to_json()
+
+
+def test_hook_features_equal_the_sae_encoding(normalised):
+    session, _ = normalised
+    rng = np.random.default_rng(0)
+    x = mx.array(rng.normal(0, 1, (2, 9, HIDDEN)).astype(np.float32))
+    features = [0, 5, 17, 40, 95]
+    hook_fn = InterventionHook(session.sae, [Intervention(f, "scale", 2.0) for f in features])
+    expected = np.array(session.sae.encode(x))[..., features]
+    np.testing.assert_array_equal(np.array(hook_fn.clean_features(x)), expected)
+    assert (expected > 0).any()
