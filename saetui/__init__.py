@@ -18,7 +18,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load_sae", "open_session", "__version__"]
+__all__ = [
+    "load_sae",
+    "open_session",
+    "Intervention",
+    "parse_intervention",
+    "text_effects",
+    "steer",
+    "generate_side_by_side",
+    "removal_effect",
+    "__version__",
+]
+
+# Interventions (saetui/engine/intervene.py): functions that take an opened session.
+_INTERVENE = ("Intervention", "parse_intervention", "text_effects", "steer", "generate_side_by_side", "removal_effect")
 
 
 def _fast_blas() -> None:
@@ -52,4 +65,9 @@ def __getattr__(name: str):
         from .engine.sae import load_sae
 
         return load_sae
+    if name in _INTERVENE:
+        _fast_blas()
+        from .engine import intervene
+
+        return getattr(intervene, name)
     raise AttributeError(name)

@@ -63,11 +63,13 @@ class SaetuiApp(App[int]):
         self.fatal_error: str | None = None
         # Progress of long work arrives from the worker thread as posted messages.
         self._last_progress_post = 0.0
-        engine.on_progress = self._post_job_progress
+        engine.on_progress = self.post_job_progress
         # The user's feature names; a file that cannot be read opens read-only (never overwritten).
         # Only the app edits it (see "registry edits" below), and announces every saved change here.
         self.registry = Registry.load(registry_path_for(engine))
         self.registry_changed_signal: Signal[RegistryChange] = Signal(self, "registry-changed")
+        # The Steer screen's interventions; `s` on the feature and probe screens adds to it.
+        self.interventions: list = []
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -142,7 +144,7 @@ class SaetuiApp(App[int]):
         waited.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(waited)
 
-    def _post_job_progress(self, job: Job, progress: Progress | None) -> None:
+    def post_job_progress(self, job: Job, progress: Progress | None) -> None:
         # Worker thread: post_message is thread-safe. At most ~10 updates a second reach the
         # screen; the first, the last and the end of a job always do.
         now = time.monotonic()

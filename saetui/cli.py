@@ -20,6 +20,8 @@ SUBCOMMANDS = {
     "registry": ("saetui.commands.registry", "list the named features"),
     "search": ("saetui.commands.search", "features by name, explanation or top tokens"),
     "explain": ("saetui.commands.explain", "explanations of every live feature and their scores (--explainer MODEL: by a local chat model)"),
+    "steer": ("saetui.commands.steer", "continue a prompt clean and with features changed"),
+    "ablate": ("saetui.commands.ablate", "per-token loss changes when features are changed"),
 }
 
 EXIT_USER_ERROR = 2

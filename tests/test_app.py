@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from support import wait_until, write_sae
 from textual.binding import Binding
 from textual.containers import VerticalScroll

@@ -250,6 +250,11 @@ class ModelRunner:
         acts = self.activations(mx.array([[0]]), hook)
         return int(acts.shape[-1])
 
+    def hooked(self, hook: Hook, fn: Callable[[mx.array], mx.array]) -> contextlib.AbstractContextManager:
+        """For the duration of a `with` block, the hook's output passes through fn (any
+        forward pass, KV cache included: e.g. mlx-lm's generation step)."""
+        return self._hooked(hook, fn)
+
     @contextlib.contextmanager
     def _hooked(self, hook: Hook, fn: Callable[[mx.array], mx.array]) -> Iterator[None]:
         layer = self.layers[hook.layer]

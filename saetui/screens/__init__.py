@@ -15,6 +15,7 @@ from .feature import FeatureScreen
 from .probe import ProbeScreen
 from .registry import RegistryScreen
 from .report import ReportScreen
+from .steer import SteerScreen
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("2", "feature", "Feature", FeatureScreen),
     ScreenEntry("3", "probe", "Probe", ProbeScreen),
     ScreenEntry("4", "registry", "Registry", RegistryScreen),
+    ScreenEntry("5", "steer", "Steer", SteerScreen),
 )
 
 

@@ -55,6 +55,8 @@ class FeatureScreen(EngineScreen):
         Binding("e", "edit_entry", "Edit name"),
         Binding("b", "build_index", "Resume index", show=False),
         Binding("slash", "search", "Search"),
+        Binding("s", "steer", "Steer"),
+        Binding("a", "removal_effect", "Ablate on top contexts"),
     ]
 
     def __init__(self) -> None:
@@ -63,6 +65,8 @@ class FeatureScreen(EngineScreen):
         self.n_shown = CONTEXTS_STEP
         self.page: FeaturePage | None = None
         self.build_job: Job | None = None
+        # "What happens when you remove it", per feature, once measured (a).
+        self.removal: dict = {}
         self.build_error: str | None = None
         self._mounted = False
         self._last_refresh = 0.0
@@ -275,7 +279,11 @@ class FeatureScreen(EngineScreen):
             out.append("max ", Style(dim=True))
             out.append(f"{stats.max_activation:.4g}", Style(bold=True, color="orange1"))
             out.append("  mean when firing ", Style(dim=True))
-            out.append(f"{stats.mean_activation:.4g}\n")
+            out.append(f"{stats.mean_activation:.4g}")
+            out.append(f"  steer: s clamps to {2 * stats.max_activation:.3g} (2x max)\n", Style(dim=True))
+            removal = self.removal.get(stats.feature_id)
+            if removal is not None:
+                out.append_text(removal_text(removal))
         if index is not None:
             out.append_text(literal(f"{index.describe()}; budget {index.budget:,} tokens; decoder norm {page.decoder_norm:.3g}", style="dim"))
         job = self.build_job
@@ -429,3 +437,51 @@ class FeatureScreen(EngineScreen):
         event.stop()
         if event.option.id and event.option.id.startswith("feature-"):
             self.post_message(OpenFeature(int(event.option.id.split("-", 1)[1])))
+
+    # -- steering (saetui/screens/steer.py) --------------------------------------------------
+
+    def action_steer(self) -> None:
+        from .steer import add_to_steer
+
+        if self.feature_id is None:
+            return
+        stats = self.page.stats if self.page is not None and self.page.feature_id == self.feature_id else None
+        add_to_steer(self.app, self.feature_id, stats.max_activation if stats is not None and stats.fires else None)
+
+    def action_removal_effect(self) -> None:
+        if self.feature_id is None or self.index is None:
+            self.notify("No feature index yet: the effect of removing a feature is measured on its top contexts")
+            return
+        self.run_worker(partial(self._removal, self.feature_id), group="feature-removal", exclusive=True)
+
+    async def _removal(self, feature_id: int) -> None:
+        from ..engine.intervene import removal_effect
+
+        session = self.app.session
+        try:
+            effect = await self.app.wait_job(self.engine.start("ablating on top contexts", removal_effect, session, self.index, feature_id))
+        except Cancelled:
+            self.notify("Cancelled")
+            return
+        except UserError as exc:
+            self.notify(visible(exc.one_line()), severity="error", markup=False)
+            return
+        self.removal[feature_id] = effect
+        if self.page is not None and self.page.feature_id == feature_id:
+            self.query_one("#feature-stats", Static).update(self._stats_text(self.page))
+
+
+def removal_text(effect) -> Text:
+    """What happens when you remove the feature, in one or two lines."""
+    out = Text()
+    out.append("Removed on its top contexts: ", Style(bold=True))
+    out.append(f"loss {effect.loss_change_firing:+.4f} nats where it fires, {effect.loss_change_after:+.4f} after")
+    out.append(f" ({effect.n_firing} / {effect.n_after} positions, {effect.n_contexts} contexts)\n", Style(dim=True))
+    if effect.drops:
+        out.append("  next tokens that lose most: ", Style(dim=True))
+        for n, d in enumerate(effect.drops[:5]):
+            out.append(", " if n else "")
+            out.append_text(literal(repr(d.token)))
+            out.append(f" {d.clean_prob:.2f}→{d.intervened_prob:.2f}", Style(dim=True))
+        out.append("\n")
+    return out

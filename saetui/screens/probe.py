@@ -69,8 +69,8 @@ class ProbeScreen(EngineScreen):
         Binding("i", "edit_text", "Type"),
         Binding("f", "open_feature", "Open feature"),
         Binding("e", "edit_entry", "Name feature"),
-        Binding("s", "shade", "Shade by feature", show=False),
         Binding("number_sign", "shade_by_id", "Shade by id (#)"),
+        Binding("s", "steer", "Steer with feature", show=False),
     ]
 
     def __init__(self) -> None:
@@ -346,6 +346,17 @@ class ProbeScreen(EngineScreen):
         if self.result is not None and self.result.n_tokens and not self.result.has_feature(feature_id):
             self._schedule(now=True)
         self._render_all()
+
+    def action_steer(self) -> None:
+        """Add the feature under the cursor (else the shaded one) to the steer list."""
+        from .steer import add_to_steer
+
+        feature = self._current_feature()
+        if feature is None:
+            self.notify("No feature to steer with: type some text first")
+            return
+        hit = next((h for h in self.result.top_features if h.feature_id == feature), None) if self.result else None
+        add_to_steer(self.app, feature, hit.max_activation if hit is not None else None)
 
     def action_open_feature(self) -> None:
         feature = self._current_feature()
