@@ -23,6 +23,7 @@ from .engine.worker import Progress
 from .engine.registry import Registry, registry_path_for
 from .messages import EditRegistryEntry, OpenFeature, ProbeText
 from .screens.edit_entry import open_entry_editor
+from .screens.clusters import ClustersScreen
 from .screens.feature import FeatureScreen
 from .screens.help import HelpScreen, binding_rows
 from .screens.probe import ProbeScreen
@@ -36,6 +37,7 @@ SCREEN_NAMES = {
     "feature": "Feature",
     "probe": "Probe",
     "registry": "Registry",
+    "clusters": "Clusters",
 }
 
 
@@ -49,6 +51,7 @@ class SaetuiApp(App[int]):
         "feature": FeatureScreen,
         "probe": ProbeScreen,
         "registry": RegistryScreen,
+        "clusters": ClustersScreen,
     }
     DEFAULT_MODE = "report"
     BINDINGS = [
@@ -56,6 +59,7 @@ class SaetuiApp(App[int]):
         Binding("2", "switch_mode('feature')", "Feature", show=False),
         Binding("3", "switch_mode('probe')", "Probe", show=False),
         Binding("4", "switch_mode('registry')", "Registry", show=False),
+        Binding("6", "switch_mode('clusters')", "Clusters", show=False),
         # The screen strip under the header shows these; the footer keeps to the screen's own keys.
         Binding("question_mark", "help", "Help", show=False),
         Binding("x", "cancel_job", "Cancel job", show=False),

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "top-features": ("saetui.commands.top_features", "the features that fire most on a text"),
     "top-texts": ("saetui.commands.top_texts", "the contexts where a feature fires most"),
     "registry": ("saetui.commands.registry", "list the named features"),
+    "clusters": ("saetui.commands.clusters", "the SAE's families of features (clusters of all live features)"),
+    "compare": ("saetui.commands.compare", "compare two SAEs feature by feature"),
 }
 
 EXIT_USER_ERROR = 2

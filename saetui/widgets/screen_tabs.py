@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-SCREENS = (("1", "report", "Report"), ("2", "feature", "Feature"), ("3", "probe", "Probe"), ("4", "registry", "Registry"))
+SCREENS = (("1", "report", "Report"), ("2", "feature", "Feature"), ("3", "probe", "Probe"), ("4", "registry", "Registry"), ("6", "clusters", "Clusters"))
 
 
 class ScreenTabs(Static):
