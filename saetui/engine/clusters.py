@@ -47,10 +47,16 @@ from .worker import Job, Progress
 CLUSTERS_FORMAT = 1
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_SEED = 0
-DEFAULT_RESOLUTION = 1.0
+DEFAULT_RESOLUTION = 2.0
 DEFAULT_MIN_SIMILARITY = 0.1
 DEFAULT_COACTIVATION_WEIGHT = 1.0
 DEFAULT_BLOCK = 1024
+DEFAULT_COFIRING_WEIGHT = 1.0
+DEFAULT_DECODER_WEIGHT = 1.0
+COFIRING_TOKENS = 32_768
+COFIRING_WINDOW = 2
+# Exact co-firing needs an n x n sum of products: 8,192 features is 256 MB.
+COFIRING_MAX_FEATURES = 8192
 LABEL_PARTS = 3
 
 
@@ -138,16 +144,33 @@ def knn_blockwise(unit: mx.array, k: int, block: int = DEFAULT_BLOCK) -> tuple[n
     take = min(n - 1, k + 4)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        s = unit[start:stop] @ unit.T
-        rows = mx.arange(stop - start)
-        s[rows, rows + start] = -mx.inf  # not its own neighbour
-        cand = mx.argpartition(-s, kth=take - 1, axis=1)[:, :take]
-        cand_s = mx.take_along_axis(s, cand, axis=1)
-        cand_np, cand_s_np = np.array(cand).astype(np.int64), np.array(cand_s)
-        order = np.lexsort((cand_np, -cand_s_np), axis=1)[:, :k]
-        ids[start:stop] = np.take_along_axis(cand_np, order, axis=1)
-        sims[start:stop] = np.take_along_axis(cand_s_np, order, axis=1)
+        _top_of_block(unit[start:stop] @ unit.T, start, k, take, ids[start:stop], sims[start:stop])
     return ids, sims
+
+
+def knn_of_similarity(similarity: mx.array, k: int, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """`knn_blockwise` for a given (n, n) similarity matrix (small SAEs' co-firing correlation)."""
+    n = int(similarity.shape[0])
+    k = min(k, n - 1)
+    ids = np.empty((n, k), np.int64)
+    sims = np.empty((n, k), np.float32)
+    take = min(n - 1, k + 4)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        _top_of_block(similarity[start:stop], start, k, take, ids[start:stop], sims[start:stop])
+    return ids, sims
+
+
+def _top_of_block(s: mx.array, start: int, k: int, take: int, ids_out: np.ndarray, sims_out: np.ndarray) -> None:
+    rows = mx.arange(s.shape[0])
+    s = mx.array(s)
+    s[rows, rows + start] = -mx.inf  # not its own neighbour
+    cand = mx.argpartition(-s, kth=take - 1, axis=1)[:, :take]
+    cand_s = mx.take_along_axis(s, cand, axis=1)
+    cand_np, cand_s_np = np.array(cand).astype(np.int64), np.array(cand_s)
+    order = np.lexsort((cand_np, -cand_s_np), axis=1)[:, :k]
+    ids_out[:] = np.take_along_axis(cand_np, order, axis=1)
+    sims_out[:] = np.take_along_axis(cand_s_np, order, axis=1)
 
 
 def cohesion_of(unit_np: np.ndarray) -> float | None:
@@ -219,6 +242,54 @@ def coactivation_pairs(tops: dict[int, list[tuple[int, int, int]]], positions: d
     return dict(pairs)
 
 
+# -- co-firing over tokens ---------------------------------------------------------------------------
+
+
+def cofiring_correlation(session: Any, live: np.ndarray, max_tokens: int = 32_768, window: int = 2) -> Generator[Progress, None, mx.array | None]:
+    """Correlation over tokens between the live features' activations, each max-pooled over
+    +-`window` tokens (features of one phrase fire on neighbouring tokens, not always the same
+    one): (n_live, n_live) float32, from one pass over `max_tokens` of the session's corpus.
+    Exact (a d_sae x d_sae sum of products), so only for SAEs up to COFIRING_MAX_FEATURES;
+    None for larger ones or without a model."""
+    d_sae = int(session.sae.d_sae)
+    if d_sae > COFIRING_MAX_FEATURES or getattr(session, "runner", None) is None:
+        return None
+    started = time.perf_counter()
+    corpus = session.corpus(max_tokens)
+    first = corpus.first_position
+    live_mx = mx.array(np.asarray(live, dtype=np.int64))
+    n = len(live)
+    gram = mx.zeros((n, n), mx.float32)
+    sums = mx.zeros((n,), mx.float32)
+    count = 0
+    done = 0
+    total = corpus.n_tokens
+    for _, tokens, acts in session.iter_activations(corpus):
+        z = session.encode(acts[:, first:, :]) if hasattr(session, "encode") else session.sae.encode(acts[:, first:, :])
+        z = z[:, :, live_mx].astype(mx.float32)
+        pooled = z
+        for shift in range(1, window + 1):
+            pad = mx.zeros((z.shape[0], shift, n), mx.float32)
+            pooled = mx.maximum(pooled, mx.concatenate([z[:, shift:], pad], axis=1))
+            pooled = mx.maximum(pooled, mx.concatenate([pad, z[:, :-shift]], axis=1))
+        flat = pooled.reshape(-1, n)
+        gram = gram + flat.T @ flat
+        sums = sums + flat.sum(0)
+        mx.eval(gram, sums)
+        count += int(flat.shape[0])
+        done += int(tokens.size)
+        yield Progress("clustering: co-firing", done, total, "tokens", time.perf_counter() - started)
+    if count == 0:
+        return None
+    mean = sums / count
+    cov = gram / count - mean[:, None] * mean[None, :]
+    sd = mx.sqrt(mx.maximum(mx.diagonal(cov), 0.0))
+    corr = cov / mx.maximum(sd[:, None] * sd[None, :], 1e-12)
+    corr = mx.where((sd[:, None] > 0) & (sd[None, :] > 0), corr, 0.0)
+    mx.eval(corr)
+    return corr
+
+
 # -- the clustering ---------------------------------------------------------------------------------
 
 
@@ -248,6 +319,9 @@ def cluster_directions(
     coactivation: dict[tuple[int, int], int] | None = None,
     coactivation_weight: float = DEFAULT_COACTIVATION_WEIGHT,
     top_k: int = 1,
+    cofiring: mx.array | None = None,
+    cofiring_weight: float = DEFAULT_COFIRING_WEIGHT,
+    decoder_weight: float = DEFAULT_DECODER_WEIGHT,
     block: int = DEFAULT_BLOCK,
 ) -> Generator[Progress, None, Clustering]:
     """Cluster the `live` rows of `directions` (d_sae, d_model). `coactivation`: shared top
@@ -273,7 +347,17 @@ def cluster_directions(
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     edges: dict[tuple[int, int], float] = {}
     for a, b, w in zip(lo.tolist(), hi.tolist(), weights.tolist()):
-        edges[(a, b)] = w  # symmetric: both directions carry the same cosine
+        edges[(a, b)] = decoder_weight * w  # symmetric: both directions carry the same cosine
+    if cofiring is not None:
+        c_ids, c_sims = knn_of_similarity(cofiring, neighbours, block)
+        c_keep = (c_sims > 0).ravel()
+        c_rows = np.repeat(np.arange(n), c_ids.shape[1])[c_keep]
+        c_cols, c_w = c_ids.ravel()[c_keep], c_sims.ravel()[c_keep].astype(np.float64)
+        cofired: dict[tuple[int, int], float] = {}
+        for a, b, w in zip(np.minimum(c_rows, c_cols).tolist(), np.maximum(c_rows, c_cols).tolist(), c_w.tolist()):
+            cofired[(a, b)] = w
+        for pair, w in cofired.items():
+            edges[pair] = edges.get(pair, 0.0) + cofiring_weight * w
     if coactivation:
         scale = coactivation_weight / max(1, top_k)
         for pair, count in coactivation.items():
@@ -305,7 +389,8 @@ def cluster_directions(
         ))
     xy = pca_2d(unit, seed)
     params = dict(neighbours=neighbours, seed=seed, resolution=resolution, min_similarity=min_similarity,
-                  coactivation_weight=coactivation_weight if coactivation is not None else None)
+                  coactivation_weight=coactivation_weight if coactivation is not None else None,
+                  cofiring_weight=cofiring_weight if cofiring is not None else None, decoder_weight=decoder_weight)
     yield Progress("clustering", 4, 4, "steps", time.perf_counter() - started)
     return Clustering(clusters, n_features, live, xy, params, seconds=time.perf_counter() - started)
 
@@ -384,6 +469,9 @@ def compute_clusters(
     resolution: float = DEFAULT_RESOLUTION,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     coactivation_weight: float = DEFAULT_COACTIVATION_WEIGHT,
+    cofiring_weight: float = DEFAULT_COFIRING_WEIGHT,
+    decoder_weight: float = DEFAULT_DECODER_WEIGHT,
+    cofiring_tokens: int = COFIRING_TOKENS,
     use_cache: bool = True,
 ) -> Generator[Progress, None, Clustering]:
     """Clusters of the session's SAE. `index`: a complete FeatureIndex (live features and
@@ -391,7 +479,9 @@ def compute_clusters(
     live and only decoder geometry is used. Cached; yields progress, returns the Clustering."""
     sae = session.sae
     params = dict(neighbours=int(neighbours), seed=int(seed), resolution=float(resolution),
-                  min_similarity=float(min_similarity), coactivation_weight=float(coactivation_weight))
+                  min_similarity=float(min_similarity), coactivation_weight=float(coactivation_weight),
+                  cofiring_weight=float(cofiring_weight), decoder_weight=float(decoder_weight),
+                  cofiring_tokens=int(cofiring_tokens), cofiring_window=COFIRING_WINDOW)
     path = None
     if use_cache:
         key = cache.cache_key(**clusters_cache_parts(session, index, **params))
@@ -418,9 +508,13 @@ def compute_clusters(
         positions = {int(f): i for i, f in enumerate(live)}
         pairs = coactivation_pairs(tops, positions)
         top_k = int(getattr(index, "top_k", 1) or 1)
+    cofiring = None
+    if cofiring_weight > 0 and cofiring_tokens > 0:
+        cofiring = yield from cofiring_correlation(session, live, cofiring_tokens, COFIRING_WINDOW)
     clustering = yield from cluster_directions(
         directions, live, neighbours=neighbours, seed=seed, resolution=resolution, min_similarity=min_similarity,
-        coactivation=pairs, coactivation_weight=coactivation_weight, top_k=top_k)
+        coactivation=pairs if coactivation_weight > 0 else None, coactivation_weight=coactivation_weight, top_k=top_k,
+        cofiring=cofiring, cofiring_weight=cofiring_weight, decoder_weight=decoder_weight)
     token_labels(clustering, tops, _token_text_fn(_tokenizer(session)))
     if path is not None:
         try:
