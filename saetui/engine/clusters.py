@@ -126,7 +126,8 @@ def feature_family(clustering: Clustering, feature_id: int, n_siblings: int = 8)
 
 def unit_rows(directions: Any) -> mx.array:
     """Rows scaled to unit length (zero rows stay zero), float32."""
-    d = mx.array(directions).astype(mx.float32) if not isinstance(directions, mx.array) else directions.astype(mx.float32)
+    d = directions if isinstance(directions, mx.array) else mx.array(np.ascontiguousarray(directions))
+    d = d.astype(mx.float32)
     norms = mx.linalg.norm(d, axis=-1, keepdims=True)
     return d / mx.maximum(norms, 1e-12)
 
@@ -257,7 +258,7 @@ def cofiring_correlation(session: Any, live: np.ndarray, max_tokens: int = 32_76
     started = time.perf_counter()
     corpus = session.corpus(max_tokens)
     first = corpus.first_position
-    live_mx = mx.array(np.asarray(live, dtype=np.int64))
+    live_mx = mx.array(np.ascontiguousarray(live, dtype=np.int64))
     n = len(live)
     gram = mx.zeros((n, n), mx.float32)
     sums = mx.zeros((n,), mx.float32)
@@ -335,7 +336,8 @@ def cluster_directions(
     check_clusterable(n_features, len(live), neighbours)
     n = len(live)
     yield Progress("clustering: neighbours", 0, 4, "steps", time.perf_counter() - started)
-    unit = unit_rows(mx.array(directions)[mx.array(live)] if n < n_features else mx.array(directions))
+    directions = directions if isinstance(directions, mx.array) else mx.array(np.ascontiguousarray(directions))
+    unit = unit_rows(directions[mx.array(np.ascontiguousarray(live))] if n < n_features else directions)
     mx.eval(unit)
     ids, sims = knn_blockwise(unit, neighbours, block)
     yield Progress("clustering: graph", 1, 4, "steps", time.perf_counter() - started)

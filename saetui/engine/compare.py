@@ -118,7 +118,7 @@ def best_matches(directions_a: Any, directions_b: Any, block: int = DEFAULT_BLOC
 
 
 def _unit(directions: Any) -> mx.array:
-    d = directions if isinstance(directions, mx.array) else mx.array(np.asarray(directions))
+    d = directions if isinstance(directions, mx.array) else mx.array(np.ascontiguousarray(directions))
     d = d.astype(mx.float32)
     return d / mx.maximum(mx.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
 
@@ -177,8 +177,8 @@ def compare_saes(
     if len(live_b) == 0:
         raise UserError("B has no live features to match against", "Index more tokens (--max-tokens) or check B against its model")
     yield Progress("comparing: A to B", 0, 2, "steps", time.perf_counter() - started)
-    sub_a = dirs_a[mx.array(live_a)]
-    sub_b = dirs_b[mx.array(live_b)]
+    sub_a = dirs_a[mx.array(np.ascontiguousarray(live_a))]
+    sub_b = dirs_b[mx.array(np.ascontiguousarray(live_b))]
     pos_ab, sim_ab = best_matches(sub_a, sub_b, block)
     yield Progress("comparing: B to A", 1, 2, "steps", time.perf_counter() - started)
     pos_ba, sim_ba = best_matches(sub_b, sub_a, block)
@@ -203,8 +203,8 @@ class PairCorrelation:
     both SAEs' activations on the same tokens, read `values()`."""
 
     def __init__(self, a_ids: np.ndarray, b_ids: np.ndarray) -> None:
-        self.a = mx.array(np.asarray(a_ids, dtype=np.int64))
-        self.b = mx.array(np.asarray(b_ids, dtype=np.int64))
+        self.a = mx.array(np.ascontiguousarray(a_ids, dtype=np.int64))
+        self.b = mx.array(np.ascontiguousarray(b_ids, dtype=np.int64))
         n = len(a_ids)
         self.n = 0
         self.sx = np.zeros(n)
