@@ -53,10 +53,14 @@ DEFAULT_COACTIVATION_WEIGHT = 1.0
 DEFAULT_BLOCK = 1024
 DEFAULT_COFIRING_WEIGHT = 1.0
 DEFAULT_DECODER_WEIGHT = 1.0
-COFIRING_TOKENS = 32_768
+COFIRING_TOKENS = 16_384
 COFIRING_WINDOW = 2
 # Exact co-firing needs an n x n sum of products: 8,192 features is 256 MB.
 COFIRING_MAX_FEATURES = 8192
+# kNN candidates from a random sketch for big, wide decoders (see knn_blockwise).
+SKETCH_DIM = 512
+SKETCH_MIN_ROWS = 8192
+SKETCH_CANDIDATES = 4
 LABEL_PARTS = 3
 
 
@@ -132,21 +136,56 @@ def unit_rows(directions: Any) -> mx.array:
     return d / mx.maximum(norms, 1e-12)
 
 
-def knn_blockwise(unit: mx.array, k: int, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def knn_blockwise(unit: mx.array, k: int, block: int = DEFAULT_BLOCK, sketch_dim: int | None = None,
+                  seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k most similar other rows by dot product: (ids (n, k) int64, sims (n, k)
     float32), most similar first, ties by smaller id. Only `block` x n similarities exist at a
-    time. `unit` should have unit rows (then the similarity is the cosine)."""
-    n = int(unit.shape[0])
+    time. `unit` should have unit rows (then the similarity is the cosine).
+
+    `sketch_dim`: find candidates in a seeded Gaussian projection to that many dimensions
+    (SKETCH_CANDIDATES x k per row), then rank them by their exact similarity. The n x n x d
+    product is what costs (32,768 features of 2,048: 4.4 TFLOP); a 512-dimensional sketch
+    cuts it 4x. None: exact when n <= SKETCH_MIN_ROWS or d <= 2 x SKETCH_DIM (see
+    `wants_sketch`), 0: always exact."""
+    n, d = int(unit.shape[0]), int(unit.shape[1])
     if not 1 <= k < n:
         raise ValueError(f"k={k} needs 1 <= k < n={n}")
+    if sketch_dim is None:
+        sketch_dim = SKETCH_DIM if wants_sketch(n, d) else 0
     ids = np.empty((n, k), np.int64)
     sims = np.empty((n, k), np.float32)
     # A few spare candidates, so ties at the k-th place are broken by id, not by argpartition.
     take = min(n - 1, k + 4)
+    if not sketch_dim:
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            _top_of_block(unit[start:stop] @ unit.T, start, k, take, ids[start:stop], sims[start:stop])
+        return ids, sims
+    rng = np.random.default_rng(seed)
+    projection = mx.array(rng.standard_normal((d, int(sketch_dim)), dtype=np.float32) / np.sqrt(sketch_dim))
+    sketch = unit @ projection
+    sketch = sketch / mx.maximum(mx.linalg.norm(sketch, axis=-1, keepdims=True), 1e-12)
+    mx.eval(sketch)
+    n_cand = min(n - 1, SKETCH_CANDIDATES * k)
+    cand_ids = np.empty((n, n_cand), np.int64)
+    cand_sims = np.empty((n, n_cand), np.float32)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        _top_of_block(unit[start:stop] @ unit.T, start, k, take, ids[start:stop], sims[start:stop])
+        _top_of_block(sketch[start:stop] @ sketch.T, start, n_cand, n_cand, cand_ids[start:stop], cand_sims[start:stop])
+        # exact similarities of the candidates
+        rows = unit[start:stop]
+        cand = mx.array(cand_ids[start:stop])
+        exact = mx.sum(unit[cand] * rows[:, None, :], axis=-1)
+        exact_np = np.array(exact)
+        order = np.lexsort((cand_ids[start:stop], -exact_np), axis=1)[:, :k]
+        ids[start:stop] = np.take_along_axis(cand_ids[start:stop], order, axis=1)
+        sims[start:stop] = np.take_along_axis(exact_np, order, axis=1)
     return ids, sims
+
+
+def wants_sketch(n: int, d: int) -> bool:
+    """Whether the default kNN finds candidates in a sketch (big and wide decoders only)."""
+    return n > SKETCH_MIN_ROWS and d > 2 * SKETCH_DIM
 
 
 def knn_of_similarity(similarity: mx.array, k: int, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -339,7 +378,7 @@ def cluster_directions(
     directions = directions if isinstance(directions, mx.array) else mx.array(np.ascontiguousarray(directions))
     unit = unit_rows(directions[mx.array(np.ascontiguousarray(live))] if n < n_features else directions)
     mx.eval(unit)
-    ids, sims = knn_blockwise(unit, neighbours, block)
+    ids, sims = knn_blockwise(unit, neighbours, block, seed=seed)
     yield Progress("clustering: graph", 1, 4, "steps", time.perf_counter() - started)
     graph = nx.Graph()
     graph.add_nodes_from(range(n))
