@@ -264,3 +264,13 @@ def test_sketched_knn_finds_the_true_neighbours_of_planted_groups():
     assert np.allclose(sims, np.einsum("nd,nkd->nk", u, u[ids]), atol=1e-5)
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids.tolist(), want_ids.tolist())])
     assert overlap > 0.9
+
+
+def test_family_line_names_cluster_and_siblings_literally():
+    from saetui.engine.clusters import Cluster
+    from saetui.ui.feature_map import family_line
+
+    cluster = Cluster(3, [5, 6, 7], 0.25, label="[bold]cities[/]")
+    line = family_line(cluster, [6, 7], {6: "towns\x1b[2J"})
+    assert line.plain == "cluster 3 · [bold]cities[/] · 3 members, cohesion 0.25 · siblings: 6 towns\\x1b[2J, 7"
+    assert "dead" in family_line(None, []).plain

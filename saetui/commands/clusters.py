@@ -39,6 +39,20 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--resolution {args.resolution} must be positive", "Use e.g. 1.0 (more clusters above, fewer below)")
 
 
+def use_demo_defaults(settings: Any) -> None:
+    """A demo SAE named by its path (the bundled one, or the second, smaller one) reads the
+    demo's corpus with the demo's index budget, as `saetui` with no SAE does."""
+    from ..demo import demo_corpus_path, is_demo_sae
+    from ..engine.index import DEMO_BUDGET
+
+    if settings.sae is None or not is_demo_sae(settings.sae):
+        return
+    if settings.dataset is None:
+        settings.dataset = str(demo_corpus_path())
+    if settings.max_tokens is None:
+        settings.max_tokens = DEMO_BUDGET
+
+
 def index_for(engine: Any, label: str = "indexing") -> Any:
     """The engine's complete feature index, cached or built now with progress on stderr."""
     from ..engine.errors import Cancelled
@@ -81,6 +95,7 @@ def clustering_for(engine: Any, args: argparse.Namespace, label: str = "clusteri
 
 def run(args: argparse.Namespace, engine) -> int:
     check_cluster_arguments(args)
+    use_demo_defaults(engine.settings)
     clustering = clustering_for(engine, args)
     if args.json:
         json.dump(clustering.to_json(), sys.stdout, indent=2, ensure_ascii=False)

@@ -22,7 +22,8 @@ from ..engine.clusters import run_progress
 from ..engine.errors import UserError
 from ..engine.worker import Job
 from ..ui.safe_text import visible
-from .clusters import add_cluster_arguments, check_cluster_arguments, clustering_for
+from ..demo import is_demo_sae
+from .clusters import add_cluster_arguments, check_cluster_arguments, clustering_for, use_demo_defaults
 from .top_texts import StderrProgress
 
 CORRELATION_TOKENS = 32_768
@@ -45,7 +46,14 @@ def run(args: argparse.Namespace, engine) -> int:
     if not -1.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold} is not a cosine", "Use a value from -1 to 1, e.g. 0.7")
     check_cluster_arguments(args)
-    engine_b = Engine(dataclasses.replace(engine_settings(args), sae=args.sae_b))
+    settings_b = dataclasses.replace(engine_settings(args), sae=args.sae_b)
+    use_demo_defaults(settings_b)
+    if engine.settings.sae is None and is_demo_sae(args.sae_b):
+        # The bundled demo against another demo SAE: both on the same demo tokens.
+        engine.settings.dataset, engine.settings.max_tokens = settings_b.dataset, settings_b.max_tokens
+    else:
+        use_demo_defaults(engine.settings)
+    engine_b = Engine(settings_b)
     try:
         return _run(args, engine, engine_b)
     finally:

@@ -103,3 +103,31 @@ def render_map(
         if row < height - 1:
             out.append("\n")
     return out
+
+
+def family_line(cluster, siblings: Sequence[int], names: dict[int, str] | None = None) -> Text:
+    """For the feature page: "cluster 3 · label · 12 members, cohesion 0.21 · siblings: 40 name,
+    41, ...". `cluster`, `siblings`: from `saetui.engine.clusters.feature_family`. Names and
+    labels are untrusted and shown literally."""
+    from .safe_text import literal
+
+    names = names or {}
+    out = Text(no_wrap=True, overflow="ellipsis")
+    if cluster is None:
+        out.append("No cluster: the feature is dead on the indexed tokens", style="dim")
+        return out
+    out.append(f"cluster {cluster.id}", style="bold")
+    out.append(" · ")
+    out.append_text(literal(cluster.label))
+    coh = "" if cluster.cohesion is None else f", cohesion {cluster.cohesion:.2f}"
+    out.append(f" · {cluster.size} members{coh}", style="dim")
+    if siblings:
+        out.append(" · siblings: ")
+        for i, f in enumerate(siblings):
+            if i:
+                out.append(", ")
+            out.append(str(f), style="bold")
+            if names.get(f):
+                out.append(" ")
+                out.append_text(literal(names[f], style="italic"))
+    return out
