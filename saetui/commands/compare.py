@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.compare import DEFAULT_THRESHOLD, PairCorrelation, check_comparable, compare_saes
+from ..engine.compare import DEFAULT_THRESHOLD, FAMILY_THRESHOLD, PairCorrelation, check_comparable, compare_saes
 from ..engine.clusters import run_progress
 from ..engine.errors import UserError
 from ..engine.worker import Job
@@ -96,7 +96,8 @@ def _run(args: argparse.Namespace, engine_a, engine_b) -> int:
     else:
         print("Different hooks: matched by decoder cosine only (activation correlation needs the same hook).")
     print(f"Unique to A: {len(result.unique_a):,} features; unique to B: {len(result.unique_b):,}")
-    print(f"Families that split (A cluster over several B clusters): {len(result.splits)}; that merge (B cluster gathering several A clusters): {len(result.merges)}")
+    print(f"Families (followed through best matches at cosine >= {min(t, FAMILY_THRESHOLD):g}) that split, an A cluster over several B clusters: "
+          f"{len(result.splits)}; that merge, a B cluster gathering several A clusters: {len(result.merges)}")
     for s in result.splits[:10]:
         print(f"  split  A#{s['a_cluster']} {visible(s['a_label'])!s:.40} -> B " + ", ".join(f"#{c}" for c in s["b_clusters"]))
     for m in result.merges[:10]:
@@ -108,11 +109,13 @@ def _run(args: argparse.Namespace, engine_a, engine_b) -> int:
 
 
 def _report(engine, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    from ..engine.evaluate import evaluate
+    from ..engine.evaluate import DEFAULT_EVAL_TOKENS, evaluate
 
+    # --max-tokens when given, else the report's own default (not the demo's index budget)
+    budget = args.max_tokens or DEFAULT_EVAL_TOKENS
     progress = StderrProgress()
     try:
-        report = engine.worker.call(evaluate, engine, None, Job(label, progress), True)
+        report = engine.worker.call(evaluate, engine, budget, Job(label, progress), True)
     finally:
         progress.close()
     return report.to_json()
