@@ -636,10 +636,22 @@ def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int
     the number of clusters. Peak memory: run it in a fresh process and read VmHWM, as
     saetui.bench does (`python -m saetui.bench_families` prints both)."""
     directions = synthetic_decoder(n_features, d_model, seed=seed)
-    started = time.perf_counter()
-    result = run_progress(cluster_directions(directions, np.arange(n_features), neighbours=neighbours, seed=seed))
-    return {"seconds": round(time.perf_counter() - started, 2), "clusters": len(result.clusters),
-            "n_features": n_features, "d_model": d_model}
+    started, cpu = time.perf_counter(), time.process_time()
+    steps: dict[str, float] = {}
+    gen = cluster_directions(directions, np.arange(n_features), neighbours=neighbours, seed=seed)
+    last, label = started, "start"
+    try:
+        while True:
+            progress = next(gen)
+            now = time.perf_counter()
+            steps[label] = round(now - last, 2)
+            last, label = now, progress.label
+    except StopIteration as stop:
+        result = stop.value
+    steps[label] = round(time.perf_counter() - last, 2)
+    # cpu_seconds: all threads' CPU time; on a loaded machine it says more than the wall clock
+    return {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
+            "steps": steps, "clusters": len(result.clusters), "n_features": n_features, "d_model": d_model}
 
 
 def peak_memory_mb() -> float | None:
