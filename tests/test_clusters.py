@@ -206,6 +206,12 @@ def test_clusters_of_an_indexed_sae_are_cached_and_cover_the_live_features(engin
     assert again.cluster_of(int(live[0])).label.startswith("named")
     other = engine.worker.call(clusters_for, engine, index, None, cofiring_tokens=48 * 8, seed=3)
     assert not other.from_cache  # the seed is part of the key
+    # the feature page reads the cache only
+    from saetui.engine.clusters import cached_clusters
+
+    read = engine.worker.call(cached_clusters, engine, index, cofiring_tokens=48 * 8)
+    assert read is not None and [c.members for c in read.clusters] == [c.members for c in first.clusters]
+    assert engine.worker.call(cached_clusters, engine, index, cofiring_tokens=48 * 8, seed=99) is None
 
 
 def test_clusters_json_shape(capsys, tiny_setup, engine):

@@ -478,8 +478,11 @@ def clusters_cache_parts(session: Any, index: Any, **params: Any) -> dict[str, A
     if index is not None:
         meta = getattr(index, "meta", None) or {}
         index_key = meta.get("key") or getattr(index, "key", None)
-    return dict(purpose="clusters", format=CLUSTERS_FORMAT, sae=session.sae.content_hash, index=index_key,
-                d_sae=int(session.sae.d_sae), **params)
+    parts = dict(purpose="clusters", format=CLUSTERS_FORMAT, index=index_key, d_sae=int(session.sae.d_sae), **params)
+    if hasattr(session, "cache_parts"):
+        # SAE hash, model, hook, dataset, context length: the co-firing pass reads the corpus
+        return session.cache_parts(**parts)
+    return dict(sae=session.sae.content_hash, **parts)
 
 
 def _tokenizer(session: Any) -> Any:
@@ -519,10 +522,8 @@ def compute_clusters(
     co-activation come from it); without one, every feature with a nonzero decoder counts as
     live and only decoder geometry is used. Cached; yields progress, returns the Clustering."""
     sae = session.sae
-    params = dict(neighbours=int(neighbours), seed=int(seed), resolution=float(resolution),
-                  min_similarity=float(min_similarity), coactivation_weight=float(coactivation_weight),
-                  cofiring_weight=float(cofiring_weight), decoder_weight=float(decoder_weight),
-                  cofiring_tokens=int(cofiring_tokens), cofiring_window=COFIRING_WINDOW)
+    params = _key_params(neighbours, seed, resolution, min_similarity, coactivation_weight, cofiring_weight,
+                         decoder_weight, cofiring_tokens)
     path = None
     if use_cache:
         key = cache.cache_key(**clusters_cache_parts(session, index, **params))
@@ -563,6 +564,27 @@ def compute_clusters(
         except OSError:
             pass  # a cache that cannot be written only costs a recompute
     return label_clusters(clustering, names)
+
+
+def cached_clusters(session: Any, index: Any = None, *, names: dict[int, str] | None = None, **params: Any) -> Clustering | None:
+    """The cached clustering for these settings (defaults as in `compute_clusters`), or None;
+    never computes. For the feature page: `feature_family(cached_clusters(...), f)`."""
+    full = dict(neighbours=DEFAULT_NEIGHBOURS, seed=DEFAULT_SEED, resolution=DEFAULT_RESOLUTION,
+                min_similarity=DEFAULT_MIN_SIMILARITY, coactivation_weight=DEFAULT_COACTIVATION_WEIGHT,
+                cofiring_weight=DEFAULT_COFIRING_WEIGHT, decoder_weight=DEFAULT_DECODER_WEIGHT,
+                cofiring_tokens=COFIRING_TOKENS)
+    full.update(params)
+    key = cache.cache_key(**clusters_cache_parts(session, index, **_key_params(**full)))
+    loaded = _read_cached(cache.cache_path("clusters", key, ".json"), key, int(session.sae.d_sae))
+    return None if loaded is None else label_clusters(loaded, names)
+
+
+def _key_params(neighbours: int, seed: int, resolution: float, min_similarity: float, coactivation_weight: float,
+                cofiring_weight: float, decoder_weight: float, cofiring_tokens: int) -> dict[str, Any]:
+    return dict(neighbours=int(neighbours), seed=int(seed), resolution=float(resolution),
+                min_similarity=float(min_similarity), coactivation_weight=float(coactivation_weight),
+                cofiring_weight=float(cofiring_weight), decoder_weight=float(decoder_weight),
+                cofiring_tokens=int(cofiring_tokens), cofiring_window=COFIRING_WINDOW)
 
 
 def run_progress(gen: Generator[Progress, None, Any], job: Job | None = None) -> Any:
