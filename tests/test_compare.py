@@ -46,6 +46,20 @@ def test_best_matches_equals_brute_force():
     assert np.allclose(sim, s.max(1), atol=1e-5)
 
 
+def test_sketched_matching_recovers_a_noisy_permutation():
+    # Big, wide decoders are matched through a random sketch, ranked by the exact cosine.
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((400, 256)).astype(np.float32)
+    perm = rng.permutation(400)
+    b = np.empty_like(a)
+    b[perm] = a + 0.5 * rng.standard_normal(a.shape).astype(np.float32)  # B's perm[i] is A's i, noisy
+    best, sim = best_matches(mx.array(a), mx.array(b), block=64, sketch_dim=64)
+    assert np.array_equal(best, perm)
+    ua = a / np.linalg.norm(a, axis=1, keepdims=True)
+    ub = b / np.linalg.norm(b, axis=1, keepdims=True)
+    assert np.allclose(sim, (ua * ub[perm]).sum(1), atol=1e-5)
+
+
 def test_an_sae_against_itself_and_a_permuted_copy(tiny_setup, tmp_path):
     src = Path(tiny_setup["sae"])
     sae = load_sae(src)

@@ -35,6 +35,8 @@ DEFAULT_THRESHOLD = 0.7
 FAMILY_THRESHOLD = 0.5
 DEFAULT_BLOCK = 1024
 MIN_PART = 2
+# candidates per row when matching through a sketch (big, wide decoders)
+SKETCH_CANDIDATES = 16
 
 
 @dataclass
@@ -102,14 +104,39 @@ def check_comparable(sae_a: Any, sae_b: Any, model_a: str | None = None, model_b
                         "Compare SAEs of one model, or pass --model to read both on the same one")
 
 
-def best_matches(directions_a: Any, directions_b: Any, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def best_matches(directions_a: Any, directions_b: Any, block: int = DEFAULT_BLOCK, sketch_dim: int | None = None,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For each row of A, the most similar row of B by cosine: (positions in B (n_a,) int64,
-    cosines (n_a,) float32); ties go to the smaller position. Blockwise: `block` x n_b."""
+    cosines (n_a,) float32); ties go to the smaller position. Blockwise: `block` x n_b.
+
+    `sketch_dim`: as in `clusters.knn_blockwise`, candidates (SKETCH_CANDIDATES per row) from a
+    seeded Gaussian projection, then the exact cosine picks the best; None: only for big, wide
+    decoders (`clusters.wants_sketch`), 0: always exact."""
+    from .clusters import SKETCH_DIM, wants_sketch
+
     ua = _unit(directions_a)
     ub = _unit(directions_b)
-    n_a = int(ua.shape[0])
+    n_a, d = int(ua.shape[0]), int(ua.shape[1])
+    n_b = int(ub.shape[0])
+    if sketch_dim is None:
+        sketch_dim = SKETCH_DIM if wants_sketch(max(n_a, n_b), d) else 0
     best = np.empty(n_a, np.int64)
     sim = np.empty(n_a, np.float32)
+    if sketch_dim and n_b > SKETCH_CANDIDATES:
+        rng = np.random.default_rng(seed)
+        projection = mx.array(rng.standard_normal((d, int(sketch_dim)), dtype=np.float32))
+        sa, sb = _unit(ua @ projection), _unit(ub @ projection)
+        mx.eval(sa, sb)
+        for start in range(0, n_a, block):
+            s = sa[start:start + block] @ sb.T
+            cand = mx.argpartition(-s, kth=SKETCH_CANDIDATES - 1, axis=1)[:, :SKETCH_CANDIDATES]
+            exact = mx.sum(ub[cand] * ua[start:start + block][:, None, :], axis=-1)
+            cand_np, exact_np = np.array(cand).astype(np.int64), np.array(exact)
+            order = np.lexsort((cand_np, -exact_np), axis=1)[:, 0]
+            rows = np.arange(len(order))
+            best[start:start + block] = cand_np[rows, order]
+            sim[start:start + block] = exact_np[rows, order]
+        return best, sim
     for start in range(0, n_a, block):
         s = ua[start:start + block] @ ub.T
         top = mx.max(s, axis=1, keepdims=True)
