@@ -105,7 +105,10 @@ def run(args: argparse.Namespace, engine) -> int:
     singles = len(clustering.clusters) - len(multi)
     print(f"{len(clustering.clusters):,} clusters of {len(clustering.live):,} live features "
           f"({clustering.n_dead:,} dead left out); {singles:,} are single features. "
-          f"Louvain on {clustering.parameters['neighbours']} decoder neighbours + co-activation, seed {clustering.parameters['seed']}")
+          f"Louvain (seed {clustering.parameters['seed']}, resolution {clustering.parameters['resolution']:g}) on "
+          f"{clustering.parameters['neighbours']} decoder neighbours"
+          + (" + co-firing" if clustering.parameters.get("cofiring_weight") else "")
+          + (" + shared top tokens" if clustering.parameters.get("coactivation_weight") else ""))
     print(f"{'cluster':>7}  {'size':>5}  {'cohesion':>8}  {'co-act':>6}  label / members (most central first)")
     for c in multi:
         coh = "—" if c.cohesion is None else f"{c.cohesion:.3f}"

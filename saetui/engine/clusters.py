@@ -44,7 +44,7 @@ from . import cache
 from .errors import UserError
 from .worker import Job, Progress
 
-CLUSTERS_FORMAT = 1
+CLUSTERS_FORMAT = 2
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_SEED = 0
 DEFAULT_RESOLUTION = 2.0
@@ -440,18 +440,32 @@ def cluster_directions(
 
 
 def token_labels(clustering: Clustering, tops: dict[int, list[tuple[int, int, int]]], token_text: Callable[[int], str]) -> None:
-    """Set each cluster's token_label: its members' most frequent strongest tokens."""
+    """Set each cluster's token_label: the strongest tokens most typical of its members
+    (count in the cluster x log(clusters / clusters where the token is strong), TF-IDF), the
+    same text once."""
+    import math
+
+    counts_of = []
+    seen_in: Counter = Counter()
     for c in clustering.clusters:
         counts: Counter = Counter()
         for f in c.members:
-            items = tops.get(f) or []
-            for _, _, tid in items[:5]:
+            for _, _, tid in (tops.get(f) or [])[:5]:
                 counts[tid] += 1
-        parts = []
-        for tid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:LABEL_PARTS]:
-            text = token_text(tid).strip()
-            parts.append(repr(text)[1:-1] if text else repr(token_text(tid))[1:-1])
-        c.token_label = " · ".join(p for p in parts if p)
+        counts_of.append(counts)
+        seen_in.update(counts.keys())
+    n = max(1, len(clustering.clusters))
+    for c, counts in zip(clustering.clusters, counts_of):
+        scored = sorted(counts.items(), key=lambda kv: (-kv[1] * math.log(1 + n / seen_in[kv[0]]), kv[0]))
+        parts: list[str] = []
+        for tid, _ in scored:
+            raw = token_text(tid)
+            text = repr(raw.strip() or raw)[1:-1]
+            if text and text not in parts:
+                parts.append(text)
+            if len(parts) == LABEL_PARTS:
+                break
+        c.token_label = " · ".join(parts)
 
 
 def label_clusters(clustering: Clustering, names: dict[int, str] | None = None) -> Clustering:
