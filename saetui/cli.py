@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "explain": ("saetui.commands.explain", "explanations of every live feature and their scores (--explainer MODEL: by a local chat model)"),
     "steer": ("saetui.commands.steer", "continue a prompt clean and with features changed"),
     "ablate": ("saetui.commands.ablate", "per-token loss changes when features are changed"),
+    "clusters": ("saetui.commands.clusters", "the SAE's families of features (clusters of all live features)"),
+    "compare": ("saetui.commands.compare", "compare two SAEs feature by feature"),
 }
 
 EXIT_USER_ERROR = 2

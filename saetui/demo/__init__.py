@@ -6,6 +6,7 @@ scratch by ``python -m saetui.demo.build``:
 - ``model/``: an mlx-lm llama model with its BPE tokenizer (``mlx_lm.load`` reads it),
 - ``sae.mlx/``: a TopK SAE in mlxterp's ``.mlx`` format (``metadata.model_name`` is
   :data:`DEMO_MODEL_NAME`, which is not a Hugging Face id: it means :func:`demo_model_path`),
+- ``sae_small.mlx/``: a second, smaller TopK SAE (512 features, k 16) on the same activations,
 - ``corpus.jsonl``: held-out documents ``{"text", "spans": [[start, end, label], ...]}`` with
   the planted concepts of :data:`saetui.demo.corpus.CONCEPTS`,
 - ``build_info.json``: seeds, sizes and the quality numbers measured by the build.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "DEMO_DIR", "DEMO_MODEL_NAME", "DEMO_CONTEXT_LENGTH", "demo_model_path", "demo_sae_path",
+    "demo_small_sae_path",
     "demo_corpus_path", "demo_build_info_path", "demo_available", "is_demo_sae",
     "load_build_info",
 ]
@@ -42,6 +44,12 @@ def demo_model_path() -> Path:
 def demo_sae_path() -> Path:
     """The demo SAE, an mlxterp ``.mlx`` directory."""
     return DEMO_DIR / "sae.mlx"
+
+
+def demo_small_sae_path() -> Path:
+    """The second, smaller demo SAE (512 features, k 16, float16 weights) on the same hook,
+    trained on the same activations: for `saetui compare`."""
+    return DEMO_DIR / "sae_small.mlx"
 
 
 def demo_corpus_path() -> Path:

@@ -13,6 +13,7 @@ Output (default ``saetui/demo/assets/``)::
 
     model/            config.json, model.safetensors, tokenizer.json, tokenizer_config.json
     sae.mlx/          config.json, weights.safetensors (the mlxterp format)
+    sae_small.mlx/    a second, smaller TopK SAE (512 features, k 16, float16) on the same activations
     corpus.jsonl      held-out labelled corpus: {"text", "spans": [[start, end, label], ...]}
     build_info.json   seeds, sizes, measured quality numbers, durations
 
@@ -92,6 +93,12 @@ QUICK = dict(
     sae_dead_tokens=2_000,
     compile=False,  # MLX compiles C++ kernels on CPU: slow to start
 )
+
+# The second, smaller demo SAE (for `saetui compare`): trained on the same activations as the
+# main one, after it (so the main SAE's bytes do not depend on it). 128 x 4 = 512 features.
+SMALL_SAE = dict(sae_expansion=4, sae_k=16, sae_aux_k=128)
+SMALL_SAE_DIR = "sae_small.mlx"
+SMALL_SAE_SEED_OFFSET = 2  # its seed: the build seed + 2 (the corpora use seed and seed + 1)
 
 # quality targets checked by the full build
 TARGET_EV = 0.85
@@ -540,6 +547,103 @@ def concept_report(z: np.ndarray, labels: np.ndarray, top_n: int = 20) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# The second, smaller SAE
+# --------------------------------------------------------------------------------------------
+
+def save_small_sae(sae_dir: Path, cfg: dict, w: dict, x_eval: np.ndarray, labels: np.ndarray,
+                   layer: int, component: str, seed: int) -> dict:
+    """Save the small SAE in float16 (it ships with the package: ~270 KB instead of ~540 KB)
+    and measure it as saved (the rounded weights) on the held-out activations."""
+    import mlx.core as mx
+
+    w16 = {k_: v.astype(np.float16) for k_, v in w.items()}
+    stats, z = eval_sae({k_: v.astype(np.float32) for k_, v in w16.items()}, x_eval, cfg["sae_k"])
+    concepts = concept_report(z[: len(labels)], labels)
+    sae_cfg = {
+        "class": "SAE",
+        "d_model": int(w["encoder.weight"].shape[1]),
+        "d_hidden": int(w["encoder.weight"].shape[0]),
+        "k": int(cfg["sae_k"]),
+        "normalize_input": True,
+        "tied_weights": False,
+        "metadata": {
+            "layer": layer,
+            "component": component,
+            "model_name": MODEL_NAME,
+            "config": {
+                "expansion_factor": cfg["sae_expansion"],
+                "k": cfg["sae_k"],
+                "sae_type": "topk",
+                "learning_rate": cfg["sae_lr"],
+                "batch_size": cfg["sae_batch"],
+                "num_steps": cfg["sae_steps"],
+                "normalize_input": True,
+                "tied_weights": False,
+                "aux_k": min(cfg["sae_aux_k"], int(w["encoder.weight"].shape[0]) // 2),
+                "aux_k_coef": cfg["sae_aux_coef"],
+                "dead_feature_window_tokens": cfg["sae_dead_tokens"],
+                "decoder_unit_norm": True,
+                "seed": seed,
+                "weights_dtype": "float16",
+            },
+            "training_samples": int(cfg["sae_train_tokens"]),
+        },
+    }
+    if sae_dir.exists():
+        shutil.rmtree(sae_dir)
+    sae_dir.mkdir(parents=True)
+    (sae_dir / "config.json").write_text(json.dumps(sae_cfg, indent=2) + "\n")
+    mx.save_safetensors(str(sae_dir / "weights.safetensors"), {k_: mx.array(v) for k_, v in w16.items()})
+    log(f"[sae small] {sae_cfg['d_hidden']} features, k {cfg['sae_k']}: EV {stats['explained_variance']:.4f}, "
+        f"L0 {stats['l0']:.2f}, dead strict {stats['dead_strict_fraction']:.1%}; "
+        f"concept-pure features {concepts['n_concept_pure_features']}; {dir_size(sae_dir) / 1e3:.0f} KB")
+    return {"path": SMALL_SAE_DIR, "seed": seed, "expansion": cfg["sae_expansion"], "k": cfg["sae_k"],
+            **{k_: (round(v, 5) if isinstance(v, float) else v) for k_, v in stats.items()},
+            "concepts_report": concepts}
+
+
+def build_small_sae(out: Path) -> dict:
+    """Train only the small SAE, from the activations of the demo model already in ``out``.
+
+    The model, the main SAE and the corpus are read, never written; ``build_info.json`` gains
+    (or replaces) its ``sae_small`` entry. The corpora are regenerated from the recorded seeds.
+    """
+    from saetui.engine.blas import enable_fast_blas
+
+    enable_fast_blas()
+    from mlx_lm import load as mlx_load
+    from tokenizers import Tokenizer
+
+    info = json.loads((out / "build_info.json").read_text())
+    cfg = dict(info["build_config"])
+    seed = cfg["seed"]
+    t = time.time()
+    model, _ = mlx_load(str(out / "model"))
+    tok = Tokenizer.from_file(str(out / "model" / "tokenizer.json"))
+    train_docs = generate_corpus(cfg["n_train_docs"], seed=seed)
+    held_docs = generate_corpus(cfg["n_heldout_docs"], seed=seed + 1)
+    n_train_ctx_sae = cfg["sae_train_tokens"] // (cfg["ctx"] - 1) + 1
+    train_ctx = make_contexts(tokenize_docs(tok, [d["text"] for d in train_docs])[: n_train_ctx_sae * 2], cfg["ctx"])
+    held_ctx = make_contexts(tokenize_docs(tok, [d["text"] for d in held_docs]), cfg["ctx"])
+    layer, component = cfg["layer"], cfg["component"]
+    x_train = collect_activations(model, train_ctx[:n_train_ctx_sae], layer, component, cfg["sae_train_tokens"])
+    x_eval = collect_activations(model, held_ctx, layer, component, cfg["sae_eval_tokens"])
+    log(f"[activations] train {x_train.shape}, eval {x_eval.shape}  {time.time() - t:.0f}s")
+    small_cfg = dict(cfg, **SMALL_SAE)
+    t = time.time()
+    w = train_sae(small_cfg, x_train, seed + SMALL_SAE_SEED_OFFSET)
+    labels = np.concatenate([np.append(l, -1) for l in token_labels(tok, held_docs)])
+    n_ctx_eval = len(x_eval) // (cfg["ctx"] - 1)
+    labels = labels[: n_ctx_eval * (cfg["ctx"] - 1)]
+    small = save_small_sae(out / SMALL_SAE_DIR, small_cfg, w, x_eval, labels, layer, component,
+                           seed + SMALL_SAE_SEED_OFFSET)
+    small["train_s"] = round(time.time() - t, 1)
+    info["sae_small"] = small
+    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return small
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -560,7 +664,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     seed = cfg["seed"]
     out.mkdir(parents=True, exist_ok=True)
     model_dir, sae_dir = out / "model", out / "sae.mlx"
-    for p in (model_dir, sae_dir):
+    for p in (model_dir, sae_dir, out / SMALL_SAE_DIR):
         if p.exists():
             shutil.rmtree(p)
 
@@ -623,6 +727,8 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
 
     t = time.time()
     w = train_sae(cfg, x_train, seed)
+    small_cfg = dict(cfg, **SMALL_SAE)
+    w_small = train_sae(small_cfg, x_train, seed + SMALL_SAE_SEED_OFFSET)
     del x_train
     stats, z = eval_sae(w, x_eval, cfg["sae_k"])
     times["sae_s"] = time.time() - t
@@ -673,6 +779,9 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     mx.save_safetensors(str(sae_dir / "weights.safetensors"),
                         {k_: mx.array(v.astype(np.float32)) for k_, v in w.items()})
 
+    small_info = save_small_sae(out / SMALL_SAE_DIR, small_cfg, w_small, x_eval, labels, layer, component,
+                                seed + SMALL_SAE_SEED_OFFSET)
+
     # e. corpus + build info ---------------------------------------------------------------
     with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
         for d in held_docs:
@@ -701,6 +810,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
         "sae": {"layer": layer, "component": component, **{k_: (round(v, 5) if isinstance(v, float) else v)
                                                            for k_, v in stats.items()}},
         "concepts_report": concepts,
+        "sae_small": small_info,
         "durations_s": {k_: round(v, 1) for k_, v in times.items()},
         "versions": {"python": platform.python_version(), "mlx": mx.__version__,
                      "mlx_lm": __import__("mlx_lm").__version__},
@@ -737,7 +847,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny fast build for smoke tests")
     ap.add_argument("--layer", type=int, default=None)
     ap.add_argument("--component", default=None, choices=["mlp", "attn", "self_attn", "resid", "residual"])
+    ap.add_argument("--small-sae-only", action="store_true",
+                    help="train only the second, smaller SAE from the model already in --out "
+                         "(default: the package's assets); nothing else is rewritten")
     a = ap.parse_args(argv)
+    if a.small_sae_only:
+        out = a.out or default_out_dir()
+        log(f"training the small demo SAE into {out / SMALL_SAE_DIR}")
+        build_small_sae(out)
+        return 0
     cfg = dict(QUICK if a.quick else FULL)
     if a.layer is not None:
         cfg["layer"] = a.layer

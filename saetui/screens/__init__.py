@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from textual.screen import Screen
 
+from .clusters import ClustersScreen
 from .feature import FeatureScreen
 from .probe import ProbeScreen
 from .registry import RegistryScreen
@@ -33,6 +34,7 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("3", "probe", "Probe", ProbeScreen),
     ScreenEntry("4", "registry", "Registry", RegistryScreen),
     ScreenEntry("5", "steer", "Steer", SteerScreen),
+    ScreenEntry("6", "clusters", "Clusters", ClustersScreen),
 )
 
 
