@@ -87,7 +87,7 @@ def test_index_matches_brute_force(engine):
         assert stats.mean_activation == pytest.approx(firing.mean(), rel=1e-5)
         np.testing.assert_array_equal(stats.histogram, reference_histogram(firing))
         got = [(e.context_id, e.position, e.activation) for e in stats.top]
-        assert got == brute_top(dense, f, 20, first)
+        assert got == brute_top(dense, f, index.top_k, first)
         for e in stats.top:
             # The window: the context's tokens around the strongest one, with their activations.
             start = e.window_start
@@ -183,7 +183,8 @@ def test_memory_does_not_grow_with_the_budget(engine):
     assert large.n_contexts == 3 * small.n_contexts
     assert per_feature_bytes(large) == per_feature_bytes(small)
     d = small.d_sae
-    assert per_feature_bytes(small) == d * (8 + 8 + HIST_BINS * 8 + 20 * (16 + 2 * 32) + 12 * (20 + 2 * 32))
+    # Per kept entry: rank 8, context 4, position 4, activation 4, window 32 float16.
+    assert per_feature_bytes(small) == d * (8 + 8 + HIST_BINS * 8 + small.top_k * (20 + 2 * 32) + 12 * (20 + 2 * 32))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
@@ -267,7 +268,7 @@ def test_partial_index_is_queryable_and_labelled(tiny_setup):
         stats = index.feature(f)
         assert stats.partial and stats.contexts_done == done
         assert stats.count == int((dense[:done, :, f] > 0).sum())
-        assert [(e.context_id, e.position, e.activation) for e in stats.top] == brute_top(dense[:done], f, 20, first)
+        assert [(e.context_id, e.position, e.activation) for e in stats.top] == brute_top(dense[:done], f, index.top_k, first)
         while not eng.worker.call(builder.step, Job("indexing"), 0.0):
             pass
         assert index.complete and not index.feature(f).partial
