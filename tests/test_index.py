@@ -274,3 +274,84 @@ def test_partial_index_is_queryable_and_labelled(tiny_setup):
         assert index.complete and not index.feature(f).partial
     finally:
         eng.close()
+
+
+def synthetic_dense(seed: int = 5, n_ctx: int = 30, length: int = 10, d: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 4, size=(n_ctx, length - 1, d)) * (rng.random((n_ctx, length - 1, d)) < 0.3)).astype(np.float32) * 0.5
+
+
+def empty_index(n_ctx: int, length: int, d: int, k: int = 4) -> FeatureIndex:
+    meta = dict(format=2, key="x", complete=False, contexts_done=0, n_contexts=n_ctx, budget=0, top_k=k, window=6, samples=3, first_position=1)
+    contexts = np.arange(n_ctx * length, dtype=np.int32).reshape(n_ctx, length)
+    return FeatureIndex.empty(meta, contexts, d)
+
+
+def assert_same_state(a: FeatureIndex, b: FeatureIndex) -> None:
+    for keeper in ("top", "samples"):
+        for name in ("key", "ctx", "pos", "act", "win"):
+            np.testing.assert_array_equal(getattr(getattr(a, keeper), name), getattr(getattr(b, keeper), name), err_msg=f"{keeper}.{name}")
+    np.testing.assert_array_equal(a.count, b.count)
+    np.testing.assert_array_equal(a.hist, b.hist)
+    np.testing.assert_allclose(a.act_sum, b.act_sum, rtol=1e-12)
+    assert a.contexts_done == b.contexts_done
+
+
+def test_merge_of_disjoint_states_equals_one_build():
+    """Two shards (interleaved batches, as ranks would get them) merge into the single build."""
+    dense = synthetic_dense()
+    n_ctx, length, d = dense.shape[0], dense.shape[1] + 1, dense.shape[2]
+    whole = empty_index(n_ctx, length, d)
+    shards = [empty_index(n_ctx, length, d), empty_index(n_ctx, length, d)]
+    for i, start in enumerate(range(0, n_ctx, 4)):
+        whole.absorb(start, dense[start : start + 4])
+        shards[i % 2].absorb(start, dense[start : start + 4])
+    merged = shards[0].merge(shards[1])
+    assert_same_state(merged, whole)
+    assert_same_state(shards[1].merge(shards[0]), whole)
+    for f in range(d):
+        assert [(e.context_id, e.position, e.activation) for e in merged.feature(f).top] == brute_top(dense, f, 4, 1)
+        np.testing.assert_array_equal(merged.feature(f).histogram, whole.feature(f).histogram)
+    # Samples are the contexts with the largest keys among those the feature fires on.
+    for f in range(d):
+        fired = np.flatnonzero(dense[:, :, f].max(axis=1) > 0)
+        keys = index_mod.sample_key(fired, np.full(fired.size, f))
+        want = sorted(fired[np.lexsort((fired, -keys))][:3].tolist())
+        assert sorted(int(c) for c in merged.samples.ctx[f] if c >= 0) == want
+
+
+def test_merge_refuses_states_of_other_shapes():
+    a, b = empty_index(4, 10, 12), empty_index(4, 10, 13)
+    with pytest.raises(ValueError, match="shapes"):
+        a.merge(b)
+
+
+def test_build_generator_closes_into_a_checkpoint(tiny_setup):
+    eng = make_engine(tiny_setup)
+    try:
+        def run_two_steps():
+            gen = index_mod.build(eng)
+            seen = [next(gen), next(gen), next(gen)]
+            gen.close()  # the driver cancels by closing the generator
+            return seen
+
+        seen = eng.worker.call(run_two_steps)
+        assert all(p.unit == "tokens" and p.total == 40 * CONTEXT for p in seen)
+        partial = index_mod.index_path(eng, BUDGET, 20, partial=True)
+        saved = index_mod.read_index(partial, want_complete=False)
+        assert 0 < saved.contexts_done < 40 and not saved.complete
+
+        def run_to_end():
+            gen = index_mod.build(eng)
+            progress = []
+            while True:
+                try:
+                    progress.append(next(gen))
+                except StopIteration as stop:
+                    return progress, stop.value
+
+        progress, index = eng.worker.call(run_to_end)
+        assert index.complete and progress[-1].done == progress[-1].total
+        assert not partial.exists() and index.path.exists()
+    finally:
+        eng.close()
