@@ -214,6 +214,11 @@ class _TopActivations:
 
 
 def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
+    """Run the evaluation: per batch, every statistic is reduced on the MLX device to scalars
+    and small vectors; the next batch's passes are queued (`mx.async_eval`) before the
+    host reads back and merges the previous batch's."""
+    from .sparse import session_codes
+
     sae, runner, hook = engine.sae, engine.runner, engine.hook
     corpus = engine.corpus(budget)
     first = corpus.first_position
@@ -227,12 +232,42 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
     recon = metrics.ReconstructionAccumulator()
     sparsity = metrics.SparsityAccumulator(sae.d_sae, sae.k)
     behaviour = metrics.BehaviourAccumulator()
-    top = _TopActivations(metrics.INTERP_TOP_EXAMPLES)
+    top = metrics.TopTokenActivations(sae.d_sae, metrics.INTERP_TOP_EXAMPLES)
     notes = list(corpus.notes)
     behaviour_off: str | None = None
     vocab = _vocab_size(runner)
     done = 0
+    per_context = corpus.context_len - first
+
+    def fold(batch: dict[str, Any]) -> None:
+        nonlocal done
+        start = batch["start"]
+        for key, what, fix in (
+            ("finite_x", "The model's activations at the hook", "Check the model's weights and dtype (float16 overflow gives inf); try another layer or model"),
+            ("finite_hat", "The SAE's reconstruction", "The SAE's weights or normalisation (input_std) are broken or its training diverged; use another checkpoint"),
+        ):
+            finite = np.asarray(batch[key])
+            if not finite.all():
+                bad = start + int(np.argmin(finite))
+                raise UserError(f"{what} contain NaN or infinite values (evaluation context {bad} of {corpus.n_contexts})", fix)
+        recon.add_sums(batch["recon"])
+        sparsity.add_sums(batch["sparsity"])
+        top.fold(batch["top"])
+        if batch["behaviour"] is not None:
+            n, *sums = batch["behaviour"]
+            values = [float(v.item()) for v in sums]
+            for name, v in zip(("clean", "SAE", "zero-ablated"), values[:3]):
+                if not np.isfinite(v):
+                    raise UserError(
+                        f"The model's {name} logits are NaN or infinite, so cross-entropy cannot be computed",
+                        "Check the model's weights and dtype (float16 overflow), or the SAE's reconstruction scale",
+                    )
+            behaviour.add(n, *values)
+        done += batch["tokens"]
+        job.report(done, corpus.n_tokens, "tokens")
+
     job.report(0, corpus.n_tokens, "tokens", force=True)
+    pending: dict[str, Any] | None = None
     for start in range(0, corpus.n_contexts, batch_size):
         job.check()
         tokens_np = corpus.contexts[start : start + batch_size]
@@ -251,30 +286,35 @@ def _measure(engine: "Engine", budget: int, job: Job) -> dict[str, Any]:
         if clean_logits is None:
             x_full = runner.activations(tokens, hook)
         x = x_full.astype(mx.float32)[:, first:, :]
-        _check_finite(x, "The model's activations at the hook", start, corpus,
-                      "Check the model's weights and dtype (float16 overflow gives inf); try another layer or model")
-        z = engine.encode(x)
-        x_hat = sae.decode(z)
-        _check_finite(x_hat, "The SAE's reconstruction", start, corpus,
-                      "The SAE's weights or normalisation (input_std) are broken or its training diverged; use another checkpoint")
-        fired = z > 0
-        l0 = fired.sum(axis=-1)
-        counts = fired.reshape(-1, sae.d_sae).sum(axis=0)
-        flat_ids = mx.array(tokens_np[:, first:].reshape(-1))
-        top.add(z.reshape(-1, sae.d_sae), flat_ids)
-        sparsity.add(np.array(l0), np.array(counts))
-        recon.add(np.array(x), np.array(x_hat))
-        if clean_logits is not None:
-            behaviour.add(*_behaviour_sums(runner, hook, tokens, clean, x_hat, first))
-        done += tokens_np.size
-        job.report(done, corpus.n_tokens, "tokens")
+        codes = session_codes(engine, x)
+        x_hat = sae.decode(codes.dense())
+        batch = {
+            "start": start,
+            "tokens": int(tokens_np.size),
+            "finite_x": mx.isfinite(x).all(axis=(1, 2)),
+            "finite_hat": mx.isfinite(x_hat).all(axis=(1, 2)),
+            "recon": metrics.reconstruction_sums(x, x_hat),
+            "sparsity": metrics.sparsity_sums(codes.features, codes.values, sae.d_sae),
+            "top": top.queue(codes.features.reshape(-1, codes.width), codes.values.reshape(-1, codes.width), mx.array(tokens_np[:, first:].reshape(-1)), start * per_context),
+            "behaviour": _behaviour_sums(runner, hook, tokens, clean, x_hat, first) if clean_logits is not None else None,
+        }
+        queued = [batch["finite_x"], batch["finite_hat"], *batch["recon"].arrays(), *batch["sparsity"].arrays(), batch["top"][2]]
+        if batch["behaviour"] is not None:
+            queued += list(batch["behaviour"][1:])
+        mx.async_eval(*queued)
+        if pending is not None:
+            fold(pending)
+        pending = batch
+    if pending is not None:
+        fold(pending)
     job.check()  # a cancel pressed during the last batch still cancels: nothing gets cached
     return _assemble(engine, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes)
 
 
 def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, first: int):
-    """(positions, CE clean/SAE/zero sums, KL SAE/zero sums) for one batch.
+    """(positions, then CE clean/SAE/zero and KL SAE/zero summed over the batch as MLX scalars).
 
+    Lazy: nothing is evaluated here, so the caller queues it with the batch's other work.
     The SAE-spliced and zero-ablated passes run as one batch that replays the clean
     pass's hidden state up to the hooked layer (ModelRunner.variant_logits), so only the
     layers from the hook on run again.
@@ -292,28 +332,18 @@ def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, firs
     lp_clean = _log_probs(clean_logits[:, :-1])
     p_clean = mx.exp(lp_clean)
     ce_clean = -mx.take_along_axis(lp_clean, targets, axis=-1)
-    mx.eval(lp_clean, p_clean, ce_clean)
 
     variants = runner.variant_logits(tokens, hook, clean, [splice(x_hat), splice(mx.zeros_like(x_hat))])
 
-    def against(logits: mx.array) -> tuple[float, float]:
-        # One variant's log-probabilities at a time; per-position values summed in float64.
+    def against(logits: mx.array) -> tuple[mx.array, mx.array]:
         lp = _log_probs(logits[:, :-1])
         ce = -mx.take_along_axis(lp, targets, axis=-1)
         kl = (p_clean * (lp_clean - lp)).sum(axis=-1)
-        mx.eval(ce, kl)
-        return float(np.array(ce, dtype=np.float64).sum()), float(np.array(kl, dtype=np.float64).sum())
+        return ce.sum(), kl.sum()
 
     ce_sae, kl_sae = against(variants[0])
     ce_zero, kl_zero = against(variants[1])
-    values = [float(np.array(ce_clean, dtype=np.float64).sum()), ce_sae, ce_zero, kl_sae, kl_zero]
-    for name, v in zip(("clean", "SAE", "zero-ablated"), values[:3]):
-        if not np.isfinite(v):
-            raise UserError(
-                f"The model's {name} logits are NaN or infinite, so cross-entropy cannot be computed",
-                "Check the model's weights and dtype (float16 overflow), or the SAE's reconstruction scale",
-            )
-    return (int(tokens.shape[0] * (tokens.shape[1] - 1)), *values)
+    return (int(tokens.shape[0] * (tokens.shape[1] - 1)), ce_clean.sum(), ce_sae, ce_zero, kl_sae, kl_zero)
 
 
 def _log_probs(logits: mx.array) -> mx.array:
