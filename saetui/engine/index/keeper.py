@@ -144,48 +144,39 @@ class Keeper:
             return
         f_new, key_new, ctx_new, pos_new, act_new, win_new = (np.concatenate(parts) for parts in zip(*self._offers))
         self._offers, self.pending = [], 0
-        touched = np.zeros(self.key.shape[0], dtype=bool)
+        d, k = self.key.shape
+        touched = np.zeros(d, dtype=bool)
         touched[f_new] = True
         rows = np.flatnonzero(touched)
-        live_r, live_c = np.nonzero(self.ctx[rows] >= 0)
-        kept_f = rows[live_r]
+        # Kept entries of the touched rows, as flat slots (row * k + column).
+        live = self.ctx[rows] >= 0
+        kept_slot = (rows[:, None] * k + np.arange(k)[None, :])[live]
+        kept_f = kept_slot // k
+        n_kept = kept_slot.size
+        flat_key = self.key.reshape(-1)
         f_all = np.concatenate([kept_f, f_new])
-        key_all = np.concatenate([self.key[kept_f, live_c], key_new])
-        order = np.lexsort((-key_all, f_all))  # feature, then rank descending
+        key_all = np.concatenate([flat_key[kept_slot], key_new])
+        # Feature, then rank descending: ranks sort first, then a stable sort by feature.
+        by_rank = np.argsort(-key_all)
+        f_type = np.uint16 if d <= 1 << 16 else np.int64  # radix sort when it fits 16 bits
+        order = by_rank[np.argsort(f_all[by_rank].astype(f_type), kind="stable")]
         f_sorted = f_all[order]
         starts = np.flatnonzero(np.r_[True, f_sorted[1:] != f_sorted[:-1]])
         rank = np.arange(f_sorted.size) - np.repeat(starts, np.diff(np.r_[starts, f_sorted.size]))
-        keep = rank < self.k
+        keep = rank < k
         src = order[keep]
-        rf, rc = f_sorted[keep], rank[keep]
-        n_kept = kept_f.size
-
-        def pick(kept: np.ndarray, new: np.ndarray) -> np.ndarray:
-            # Gather the winners without concatenating the (possibly large) window arrays.
-            out = np.empty((src.size, *new.shape[1:]), dtype=new.dtype)
-            old = src < n_kept
-            out[old] = kept[old_idx(src[old])]
-            out[~old] = new[src[~old] - n_kept]
-            return out
-
-        def old_idx(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return kept_f[i], live_c[i]
-
-        key_k = key_all[src]
-        ctx_k = pick(self.ctx, ctx_new)
-        pos_k = pick(self.pos, pos_new)
-        act_k = pick(self.act, act_new)
-        win_k = pick(self.win, win_new)
-        self.key[rows] = EMPTY
-        self.ctx[rows] = -1
-        self.pos[rows] = 0
-        self.act[rows] = 0
-        self.win[rows] = 0
-        self.key[rf, rc] = key_k
-        self.ctx[rf, rc] = ctx_k
-        self.pos[rf, rc] = pos_k
-        self.act[rf, rc] = act_k
-        self.win[rf, rc] = win_k
+        dest = f_sorted[keep] * k + rank[keep]
+        # Rows never shrink (offers only add entries), so every slot kept before is
+        # written again: no clearing needed. Gather everything before writing anything.
+        old = src < n_kept
+        old_src, new_src = kept_slot[src[old]], src[~old] - n_kept
+        d_old, d_new = dest[old], dest[~old]
+        for name, new in (("key", key_new), ("ctx", ctx_new), ("pos", pos_new), ("act", act_new), ("win", win_new)):
+            arr = getattr(self, name)
+            flat = arr.reshape(d * k, *arr.shape[2:])
+            moved = flat[old_src]
+            flat[d_new] = new[new_src]
+            flat[d_old] = moved
 
     def merge(self, other: "Keeper") -> None:
         """Fold in every entry another keeper holds (disjoint contexts)."""
