@@ -33,11 +33,9 @@ import numpy as np
 from ..sparse import SparseCodes
 from .keeper import FLOAT16_MAX, HIST_BINS, HIST_BINS_PER_DECADE, HIST_LOG10_MIN, activation_key, histogram_edges_f32, rank_of, sample_key
 
-# Offers buffered in a keeper before it is compacted (per d_sae feature: about one row).
-COMPACT_PER_FEATURE = 1
+# Offers buffered before the keepers are compacted (which also tightens the device's
+# floors): a quarter of the top keeper's size (84 bytes an offer), at least this many.
 COMPACT_MIN = 262_144
-# Seconds between syncs while building, so a partial index shown meanwhile stays fresh.
-SYNC_SECONDS = 2.0
 
 
 def _mix32_mx(x: mx.array) -> mx.array:
@@ -106,9 +104,10 @@ class Bookkeeper:
         self.done = index.contexts_done  # contexts folded in, synced or not
         self._zero_tallies()
         self._refresh_floors()
+        self.last_sync = time.perf_counter()
         self._row_of = np.full(0, -1, dtype=np.int32)
-        self._last_sync = time.perf_counter()
-        self.compact_at = max(COMPACT_MIN, COMPACT_PER_FEATURE * d)
+        self.compact_at = max(COMPACT_MIN, d * index.top_k // 4)
+        self.last_sync: float | None = None  # perf_counter of the last sync (None: never)
 
     def _zero_tallies(self) -> None:
         self.count = mx.zeros((self.d,), dtype=mx.int32)
@@ -162,7 +161,8 @@ class Bookkeeper:
             V = np.asarray(p.values)
             self._offer(p, F, V, mask, cand)
         self.done += p.n_contexts
-        if self.index.top.pending + self.index.samples.pending >= self.compact_at or time.perf_counter() - self._last_sync >= SYNC_SECONDS:
+        # Otherwise the driver syncs when it wants the partial state seen (slices, checkpoints).
+        if self.index.top.pending + self.index.samples.pending >= self.compact_at:
             self.sync()
 
     def _offer(self, p: PendingBatch, F: np.ndarray, V: np.ndarray, mask: np.ndarray, cand: np.ndarray) -> None:
@@ -216,4 +216,4 @@ class Bookkeeper:
             index.meta["contexts_done"] = self.done
         self._zero_tallies()
         self._refresh_floors()
-        self._last_sync = time.perf_counter()
+        self.last_sync = time.perf_counter()

@@ -44,6 +44,8 @@ DEMO_BUDGET = 65_536
 DEFAULT_BUDGET = 262_144
 # Seconds between checkpoints of a long build (so a killed process can resume).
 CHECKPOINT_SECONDS = 60.0
+# A stepped build makes its partial state visible at most this often.
+PARTIAL_SYNC_SECONDS = 2.0
 SUFFIX = ".npz"
 PARTIAL_SUFFIX = ".partial.npz"
 
@@ -156,10 +158,15 @@ class IndexBuild:
         self.from_cache = False
         self._keeper: Bookkeeper | None = None
 
-    def sync(self) -> None:
-        """Make every batch folded in so far visible in `index` (between slices of a build)."""
-        if self._keeper is not None:
-            self._keeper.sync()
+    def sync(self, min_interval: float = 0.0) -> None:
+        """Make every batch folded in so far visible in `index` (between slices of a build),
+        unless the last sync is less than `min_interval` seconds old (a sync compacts the
+        keepers, which costs more than a slice of a few batches)."""
+        keeper = self._keeper
+        if keeper is None:
+            return
+        if keeper.last_sync is None or time.perf_counter() - keeper.last_sync >= min_interval:
+            keeper.sync()
 
     def run(self) -> Generator[Progress, None, FeatureIndex]:
         session = self.session
@@ -378,7 +385,7 @@ class IndexBuilder:
                 if self._advance(job):
                     return True
                 if seconds is not None and time.perf_counter() - began >= seconds:
-                    self.build.sync()
+                    self.build.sync(PARTIAL_SYNC_SECONDS)
                     return False
         except Cancelled:
             self.cancel()
