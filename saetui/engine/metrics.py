@@ -747,8 +747,7 @@ class TopTokenActivations:
         self.compact()
         out: dict[int, list[int]] = {}
         for fid in (int(f) for f in features):
-            live = self.keeper.ctx[fid] >= 0
-            out[fid] = [int(t) for t in self.keeper.pos[fid][live]]
+            out[fid] = [int(t) for t in self.keeper.pos[fid][self.keeper.row_order(fid)]]
         return out
 
 

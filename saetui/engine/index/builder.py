@@ -231,6 +231,8 @@ class IndexBuild:
             index.meta["build_seconds"] = float(index.meta.get("build_seconds", 0.0)) + elapsed
             self._keeper = None
         with index.lock:
+            index.top.sort_rows()
+            index.samples.sort_rows()
             index.meta["complete"] = True
         if self.use_cache:
             try:

@@ -84,7 +84,12 @@ def rank_of(primary: np.ndarray, ctx: np.ndarray) -> np.ndarray:
 
 
 class Keeper:
-    """Per feature, the K entries of largest rank, rows sorted best first (rank -1: empty)."""
+    """Per feature, the K entries of largest rank (rank -1: an empty slot).
+
+    A row's filled slots are a prefix, in no particular order while a build runs (so an
+    offer that fits is written where it lands, and only rows that overflow are re-ranked);
+    `sort_rows` puts every row best first, as files and queries show them.
+    """
 
     FIELDS = ("key", "ctx", "pos", "act", "win")
 
@@ -95,12 +100,15 @@ class Keeper:
         self.pos = np.zeros((d_sae, k), dtype=np.int32)
         self.act = np.zeros((d_sae, k), dtype=np.float32)
         self.win = np.zeros((d_sae, k, window), dtype=np.float16)
+        self.n = np.zeros(d_sae, dtype=np.int64)  # filled slots per row
         self._offers: list[tuple[np.ndarray, ...]] = []
         self.pending = 0
 
     # -- files ------------------------------------------------------------------------------
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        self.compact()
+        self.sort_rows()
         return {f"{prefix}_{name}": getattr(self, name) for name in self.FIELDS}
 
     @classmethod
@@ -109,6 +117,7 @@ class Keeper:
         for name in cls.FIELDS:
             setattr(keeper, name, arrays[f"{prefix}_{name}"])
         keeper.k = keeper.key.shape[1]
+        keeper.n = (keeper.ctx >= 0).sum(axis=1).astype(np.int64)
         keeper._offers = []
         keeper.pending = 0
         return keeper
@@ -116,18 +125,33 @@ class Keeper:
     # -- what can still get in ----------------------------------------------------------------
 
     def full(self) -> np.ndarray:
-        return self.ctx[:, -1] >= 0
+        return self.n >= self.k
 
     def floor_primary(self) -> np.ndarray:
         """Per feature, the K-th kept primary key (-1 while fewer than K are kept).
 
         A later context (larger id) with a primary key at or below it cannot get in.
         """
-        return np.where(self.full(), self.key[:, -1] >> np.int64(31), -1)
+        return np.where(self.full(), self.key.min(axis=1) >> np.int64(31), -1)
 
     def floor_activation(self) -> np.ndarray:
         """Per feature, the K-th kept activation (0 while fewer than K are kept)."""
-        return np.where(self.full(), self.act[:, -1], np.float32(0.0)).astype(np.float32)
+        return np.where(self.full(), self.act.min(axis=1), np.float32(0.0)).astype(np.float32)
+
+    def row_order(self, f: int) -> np.ndarray:
+        """The filled slots of row f, best first."""
+        n = int(self.n[f])
+        return np.argsort(-self.key[f, :n], kind="stable")
+
+    def sort_rows(self) -> None:
+        """Put every row best first (empty slots last)."""
+        order = np.argsort(-self.key, axis=1, kind="stable")
+        if np.array_equal(order, np.broadcast_to(np.arange(self.k), order.shape)):
+            return
+        for name in self.FIELDS:
+            arr = getattr(self, name)
+            idx = order if arr.ndim == 2 else order[:, :, None]
+            setattr(self, name, np.ascontiguousarray(np.take_along_axis(arr, idx, axis=1)))
 
     # -- offering ----------------------------------------------------------------------------------
 
@@ -138,49 +162,66 @@ class Keeper:
             self._offers.append((f.astype(np.int64, copy=False), key, ctx.astype(np.int32, copy=False), pos.astype(np.int32, copy=False), act.astype(np.float32, copy=False), win))
             self.pending += int(f.size)
 
+    def _write(self, dest: np.ndarray, sources: dict[str, np.ndarray]) -> None:
+        d, k = self.key.shape
+        for name, values in sources.items():
+            arr = getattr(self, name)
+            arr.reshape(d * k, *arr.shape[2:])[dest] = values
+
     def compact(self) -> None:
-        """Fold the offers in: one sort of the offers and the kept rows they touch."""
+        """Fold the offers in. Offers that fit their row's free slots are written there;
+        rows that overflow are re-ranked (their kept entries and offers, one sort)."""
         if not self._offers:
             return
-        f_new, key_new, ctx_new, pos_new, act_new, win_new = (np.concatenate(parts) for parts in zip(*self._offers))
+        parts = list(zip(*self._offers))
+        f_new = np.concatenate(parts[0])
+        new = {name: np.concatenate(parts[i + 1]) for i, name in enumerate(self.FIELDS)}
         self._offers, self.pending = [], 0
         d, k = self.key.shape
-        touched = np.zeros(d, dtype=bool)
-        touched[f_new] = True
-        rows = np.flatnonzero(touched)
-        # Kept entries of the touched rows, as flat slots (row * k + column).
-        live = self.ctx[rows] >= 0
-        kept_slot = (rows[:, None] * k + np.arange(k)[None, :])[live]
-        kept_f = kept_slot // k
-        n_kept = kept_slot.size
-        flat_key = self.key.reshape(-1)
-        f_all = np.concatenate([kept_f, f_new])
-        key_all = np.concatenate([flat_key[kept_slot], key_new])
-        # Feature, then rank descending: ranks sort first, then a stable sort by feature.
-        by_rank = np.argsort(-key_all)
         f_type = np.uint16 if d <= 1 << 16 else np.int64  # radix sort when it fits 16 bits
-        order = by_rank[np.argsort(f_all[by_rank].astype(f_type), kind="stable")]
-        f_sorted = f_all[order]
+        by_f = np.argsort(f_new.astype(f_type), kind="stable")
+        f_sorted = f_new[by_f]
         starts = np.flatnonzero(np.r_[True, f_sorted[1:] != f_sorted[:-1]])
-        rank = np.arange(f_sorted.size) - np.repeat(starts, np.diff(np.r_[starts, f_sorted.size]))
+        counts = np.diff(np.r_[starts, f_sorted.size])
+        rows = f_sorted[starts]
+        have = self.n[rows]
+        fits = have + counts <= k
+        fit_each = np.repeat(fits, counts)
+        # Rows with room: each offer takes the next free slot.
+        into = by_f[fit_each]
+        slot = (np.repeat(have, counts) + np.arange(f_sorted.size) - np.repeat(starts, counts))[fit_each]
+        self._write(f_sorted[fit_each] * k + slot, {name: values[into] for name, values in new.items()})
+        self.n[rows[fits]] += counts[fits]
+        # Rows that overflow: keep the k best of the kept entries and the offers.
+        over = rows[~fits]
+        if not over.size:
+            return
+        extra = by_f[~fit_each]
+        kept_slot = (over[:, None] * k + np.arange(k)[None, :])[np.arange(k)[None, :] < self.n[over][:, None]]
+        n_kept = kept_slot.size
+        f_all = np.concatenate([kept_slot // k, f_new[extra]])
+        key_all = np.concatenate([self.key.reshape(-1)[kept_slot], new["key"][extra]])
+        by_rank = np.argsort(-key_all)
+        order = by_rank[np.argsort(f_all[by_rank].astype(f_type), kind="stable")]
+        fs = f_all[order]
+        group = np.flatnonzero(np.r_[True, fs[1:] != fs[:-1]])
+        rank = np.arange(fs.size) - np.repeat(group, np.diff(np.r_[group, fs.size]))
         keep = rank < k
-        src = order[keep]
-        dest = f_sorted[keep] * k + rank[keep]
-        # Rows never shrink (offers only add entries), so every slot kept before is
-        # written again: no clearing needed. Gather everything before writing anything.
+        src, dest = order[keep], fs[keep] * k + rank[keep]
         old = src < n_kept
-        old_src, new_src = kept_slot[src[old]], src[~old] - n_kept
-        d_old, d_new = dest[old], dest[~old]
-        for name, new in (("key", key_new), ("ctx", ctx_new), ("pos", pos_new), ("act", act_new), ("win", win_new)):
+        gathered = {}
+        for name, values in new.items():
             arr = getattr(self, name)
             flat = arr.reshape(d * k, *arr.shape[2:])
-            moved = flat[old_src]
-            flat[d_new] = new[new_src]
-            flat[d_old] = moved
+            out = np.empty((src.size, *flat.shape[1:]), dtype=flat.dtype)
+            out[old] = flat[kept_slot[src[old]]]
+            out[~old] = values[extra[src[~old] - n_kept]]
+            gathered[name] = out
+        self._write(dest, gathered)  # every slot of an overflowing row is written
+        self.n[over] = k
 
     def merge(self, other: "Keeper") -> None:
         """Fold in every entry another keeper holds (disjoint contexts)."""
-        self.compact()
         other.compact()
         r, c = np.nonzero(other.ctx >= 0)
         self.offer(r, other.key[r, c], other.ctx[r, c], other.pos[r, c], other.act[r, c], other.win[r, c])

@@ -190,7 +190,7 @@ class FeatureIndex:
         )
 
     def _examples(self, keeper: Keeper, f: int) -> list[ContextExample]:
-        live = np.flatnonzero(keeper.ctx[f] >= 0)
+        live = keeper.row_order(f)
         starts = self.window_bounds(keeper.pos[f, live])
         window = keeper.win.shape[2]
         out = []
@@ -222,6 +222,9 @@ class FeatureIndex:
         keeper.done = self.contexts_done
         keeper.fold(keeper.queue(start_context, threshold_codes(mx.array(np.asarray(feats, dtype=np.float32)), 0.0)))
         keeper.sync()
+        with self.lock:
+            self.top.sort_rows()
+            self.samples.sort_rows()
 
     def merge(self, other: "FeatureIndex") -> "FeatureIndex":
         """This state and another over a disjoint set of the same contexts, as one state.
@@ -241,6 +244,7 @@ class FeatureIndex:
             for mine, theirs, dest in ((self.top, other.top, out.top), (self.samples, other.samples, out.samples)):
                 dest.merge(mine)
                 dest.merge(theirs)
+                dest.sort_rows()
             out.meta["contexts_done"] = self.contexts_done + other.contexts_done
             out.meta["complete"] = False
         return out
