@@ -253,7 +253,6 @@ def random_sparse_codes(n_tokens: int, d_sae: int, k: int, seed: int = 0):
 
 def bench_bookkeeping(quick: bool) -> None:
     """Index bookkeeping alone, on precomputed sparse codes (d_sae 32,768, k 64)."""
-    import mlx.core as mx
     import numpy as np
 
     from .engine.index import FeatureIndex

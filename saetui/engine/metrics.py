@@ -660,21 +660,25 @@ def reconstruction_sums(x: mx.array, x_hat: mx.array) -> ReconstructionSums:
     cos = (x * x_hat).sum(axis=-1) / (nx * nh + COSINE_EPS)
     keep = nx > 0
     ratio = mx.where(keep, nh / mx.where(keep, nx, 1.0), 0.0)
-    x_mean = x.mean() if n else mx.array(0.0)
     err_mean = err.mean() if n else mx.array(0.0)
     dim_mean = x.mean(axis=0) if n else mx.zeros((d,))
+    dim_m2 = mx.square(x - dim_mean).sum(axis=0)
+    # Pooled over every element: the law of total variance, from the per-dimension moments
+    # (no further pass over x).
+    x_mean = dim_mean.mean()
+    x_m2 = dim_m2.sum() + n * mx.square(dim_mean - x_mean).sum()
     return ReconstructionSums(
         n=mx.array(n),
-        sum_sq_err=(err * err).sum(),
+        sum_sq_err=mx.square(err).sum(),
         sum_cos=cos.sum(),
         sum_l2_ratio=ratio.sum(),
         n_l2=keep.sum(),
         x_mean=x_mean,
-        x_m2=mx.square(x - x_mean).sum(),
+        x_m2=x_m2,
         err_mean=err_mean,
         err_m2=mx.square(err - err_mean).sum(),
         dim_mean=dim_mean,
-        dim_m2=mx.square(x - dim_mean).sum(axis=0),
+        dim_m2=dim_m2,
     )
 
 

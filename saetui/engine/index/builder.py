@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generator
 
-import mlx.core as mx
 import numpy as np
 
 from .. import cache
