@@ -271,17 +271,23 @@ def bench_bookkeeping(quick: bool) -> None:
     keeper = Bookkeeper(index)
     t0 = time.perf_counter()
     pending = None
+    half_s = 0.0
     for start in range(0, n_ctx, batch):
         queued = keeper.queue(start, SparseCodes(feats[start : start + batch], vals[start : start + batch], d_sae))
         if pending is not None:
             keeper.fold(pending)
         pending = queued
+        if start + batch == n_ctx // 2:
+            half_s = time.perf_counter() - t0
     keeper.fold(pending)
     keeper.sync()
     seconds = time.perf_counter() - t0
     n = n_ctx * length
     kept = int((index.top.ctx >= 0).sum())
-    emit("index_bookkeeping", d_sae=d_sae, k=k, top_k=100, tokens=n, seconds=seconds, tokens_per_s=n / seconds, entries_kept=kept, target=">= 1,000,000 tokens/s", met=n / seconds >= 1_000_000)
+    # The first contexts fill every feature's K slots (each is offered, with its window);
+    # afterwards only candidates above a feature's K-th best are.
+    second = (n - n // 2) / max(seconds - half_s, 1e-9)
+    emit("index_bookkeeping", d_sae=d_sae, k=k, top_k=100, tokens=n, seconds=seconds, tokens_per_s=n / seconds, second_half_tokens_per_s=second, entries_kept=kept, target=">= 1,000,000 tokens/s", met=n / seconds >= 1_000_000)
 
 
 def bench_eval_accumulators(quick: bool) -> None:
