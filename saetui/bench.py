@@ -287,7 +287,7 @@ def bench_bookkeeping(quick: bool) -> None:
     # The first contexts fill every feature's K slots (each is offered, with its window);
     # afterwards only candidates above a feature's K-th best are.
     second = (n - n // 2) / max(seconds - half_s, 1e-9)
-    emit("index_bookkeeping", d_sae=d_sae, k=k, top_k=100, tokens=n, seconds=seconds, tokens_per_s=n / seconds, second_half_tokens_per_s=second, entries_kept=kept, target=">= 1,000,000 tokens/s", met=n / seconds >= 1_000_000)
+    emit("index_bookkeeping", d_sae=d_sae, k=k, top_k=100, tokens=n, seconds=seconds, tokens_per_s=n / seconds, second_half_tokens_per_s=second, entries_kept=kept, peak_rss_mb=peak_rss_mb(), target=">= 1,000,000 tokens/s", met=n / seconds >= 1_000_000)
 
 
 def bench_eval_accumulators(quick: bool) -> None:
