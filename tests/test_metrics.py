@@ -338,3 +338,67 @@ def test_whitespace_tokens_stay_distinct():
 def test_json_has_no_nan():
     out = m.finite_or_none({"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5)})
     assert out == {"a": None, "b": [1.0, None], "c": 2.5}
+
+
+# -- the device reductions against the numpy definitions ------------------------------------
+
+
+def test_device_reconstruction_sums_match_the_definitions():
+    import mlx.core as mx
+
+    from tolerance import rel
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 50, 24)).astype(np.float32) * 2 + 0.5
+    x_hat = (x + rng.normal(size=x.shape).astype(np.float32) * 0.3).astype(np.float32)
+    x[0, 3] = 0.0  # a zero-norm token: left out of the L2 ratio
+    acc = m.ReconstructionAccumulator()
+    for i in range(3):  # uneven batches
+        acc.add_sums(m.reconstruction_sums(mx.array(x[i, : 20 + 10 * i]), mx.array(x_hat[i, : 20 + 10 * i])))
+    xs = np.concatenate([x[i, : 20 + 10 * i] for i in range(3)])
+    hs = np.concatenate([x_hat[i, : 20 + 10 * i] for i in range(3)])
+    got = acc.result()
+    assert got["mse"] == pytest.approx(m.mse(xs, hs), rel=rel(1e-5))
+    assert got["cosine_similarity"] == pytest.approx(m.cosine_similarity(xs, hs), rel=rel(1e-5))
+    assert got["explained_variance"] == pytest.approx(m.explained_variance_guide(xs, hs), rel=rel(1e-5))
+    assert got["explained_variance_saebench"] == pytest.approx(m.explained_variance_saebench(xs, hs), rel=rel(1e-5))
+    assert got["l2_ratio"] == pytest.approx(m.l2_ratio(xs, hs), rel=rel(1e-5))
+
+
+def test_device_sparsity_sums_match_the_definitions():
+    import mlx.core as mx
+
+    from saetui.engine.sparse import threshold_codes
+
+    rng = np.random.default_rng(12)
+    z = (rng.random((40, 30)) < 0.2) * rng.random((40, 30)).astype(np.float32)
+    z[5] = 0.0  # a token where nothing fires
+    acc = m.SparsityAccumulator(d_sae=30, k=6)
+    for lo, hi in ((0, 7), (7, 40)):
+        codes = threshold_codes(mx.array(z[lo:hi].astype(np.float32)), 0.0)
+        acc.add_sums(m.sparsity_sums(codes.features, codes.values, 30))
+    ref = m.SparsityAccumulator(d_sae=30, k=6)
+    ref.add_features(z)
+    np.testing.assert_array_equal(acc.counts, m.feature_counts(z))
+    np.testing.assert_array_equal(acc.l0_counts, ref.l0_counts)
+    assert acc.result() == ref.result()
+
+
+def test_top_token_activations_are_exact_and_break_ties_by_token():
+    import mlx.core as mx
+
+    from saetui.engine.sparse import threshold_codes
+
+    rng = np.random.default_rng(13)
+    z = (rng.integers(0, 4, size=(200, 9)) * (rng.random((200, 9)) < 0.5)).astype(np.float32)  # many ties
+    ids = rng.integers(0, 1000, size=200)
+    top = m.TopTokenActivations(9, 5)
+    for lo in range(0, 200, 37):
+        chunk = z[lo : lo + 37]
+        codes = threshold_codes(mx.array(chunk), 0.0)
+        top.fold(top.queue(codes.features, codes.values, mx.array(ids[lo : lo + 37]), lo))
+    got = top.token_ids(range(9))
+    for f in range(9):
+        fired = np.flatnonzero(z[:, f] > 0)
+        order = fired[np.lexsort((fired, -z[fired, f]))][:5]
+        assert got[f] == [int(ids[t]) for t in order]

@@ -27,7 +27,7 @@ import datetime as _dt
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -194,55 +194,12 @@ def _graded(rec: Reconstruction, spa: Sparsity, l0_reference: int | None, n_inte
 # -- the measurement ---------------------------------------------------------------------------
 
 
-class _TopActivations:
-    """Per feature, the `k` strongest activations seen so far and their token ids (MLX).
-
-    Kept as (d_sae, k): partitioning along the last, contiguous axis is several times
-    faster than along the token axis.
-    """
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.values: mx.array | None = None
-        self.tokens: mx.array | None = None
-
-    def add(self, z: mx.array, token_ids: mx.array) -> None:
-        """z: (T, d_sae) features of T tokens; token_ids: (T,)."""
-        m = min(self.k, z.shape[0])
-        if m == 0:
-            return
-        zt = z.T
-        idx = mx.argpartition(-zt, kth=m - 1, axis=-1)[:, :m]
-        values = mx.take_along_axis(zt, idx, axis=-1)
-        tokens = token_ids[idx]
-        if self.values is not None:
-            values = mx.concatenate([self.values, values], axis=-1)
-            tokens = mx.concatenate([self.tokens, tokens], axis=-1)
-            if values.shape[-1] > self.k:
-                keep = mx.argpartition(-values, kth=self.k - 1, axis=-1)[:, : self.k]
-                values = mx.take_along_axis(values, keep, axis=-1)
-                tokens = mx.take_along_axis(tokens, keep, axis=-1)
-        self.values, self.tokens = values, tokens
-        mx.eval(self.values, self.tokens)
-
-    def token_ids(self, features: Iterable[int]) -> dict[int, list[int]]:
-        """For each feature, the token ids of its positive top activations, strongest first."""
-        if self.values is None:
-            return {}
-        fids = [int(f) for f in features]
-        if not fids:
-            return {}
-        sel = mx.array(fids)
-        values = np.array(self.values[sel])
-        tokens = np.array(self.tokens[sel])
-        out: dict[int, list[int]] = {}
-        for j, fid in enumerate(fids):
-            order = np.argsort(-values[j], kind="stable")
-            out[fid] = [int(tokens[j, i]) for i in order if values[j, i] > 0]
-        return out
-
-
 def _measure(session: Session, budget: int) -> LongWork[EvaluationReport]:
+    """Run the evaluation: per batch, every statistic is reduced on the MLX device to scalars
+    and small vectors; the next batch's passes are queued (`mx.async_eval`) before the
+    host reads back and merges the previous batch's."""
+    from .sparse import session_codes
+
     sae, runner, hook = session.sae, session.runner, session.hook
     corpus = session.corpus(budget)
     first = corpus.first_position
@@ -256,12 +213,41 @@ def _measure(session: Session, budget: int) -> LongWork[EvaluationReport]:
     recon = metrics.ReconstructionAccumulator()
     sparsity = metrics.SparsityAccumulator(sae.d_sae, sae.k)
     behaviour = metrics.BehaviourAccumulator()
-    top = _TopActivations(metrics.INTERP_TOP_EXAMPLES)
+    top = metrics.TopTokenActivations(sae.d_sae, metrics.INTERP_TOP_EXAMPLES)
     notes = list(corpus.notes)
     behaviour_off: str | None = None
     vocab = _vocab_size(runner)
     done = 0
+    per_context = corpus.context_len - first
+
+    def fold(batch: dict[str, Any]) -> None:
+        nonlocal done
+        start = batch["start"]
+        for key, what, fix in (
+            ("finite_x", "The model's activations at the hook", "Check the model's weights and dtype (float16 overflow gives inf); try another layer or model"),
+            ("finite_hat", "The SAE's reconstruction", "The SAE's weights or normalisation (input_std) are broken or its training diverged; use another checkpoint"),
+        ):
+            finite = np.asarray(batch[key])
+            if not finite.all():
+                bad = start + int(np.argmin(finite))
+                raise UserError(f"{what} contain NaN or infinite values (evaluation context {bad} of {corpus.n_contexts})", fix)
+        recon.add_sums(batch["recon"])
+        sparsity.add_sums(batch["sparsity"])
+        top.fold(batch["top"])
+        if batch["behaviour"] is not None:
+            n, *sums = batch["behaviour"]
+            values = [float(v.item()) for v in sums]
+            for name, v in zip(("clean", "SAE", "zero-ablated"), values[:3]):
+                if not np.isfinite(v):
+                    raise UserError(
+                        f"The model's {name} logits are NaN or infinite, so cross-entropy cannot be computed",
+                        "Check the model's weights and dtype (float16 overflow), or the SAE's reconstruction scale",
+                    )
+            behaviour.add(n, *values)
+        done += batch["tokens"]
+
     yield Progress("evaluating", 0, corpus.n_tokens)
+    pending: dict[str, Any] | None = None
     for start in range(0, corpus.n_contexts, batch_size):
         tokens_np = corpus.contexts[start : start + batch_size]
         tokens = mx.array(tokens_np)
@@ -279,29 +265,38 @@ def _measure(session: Session, budget: int) -> LongWork[EvaluationReport]:
         if clean_logits is None:
             x_full = runner.activations(tokens, hook)
         x = x_full.astype(mx.float32)[:, first:, :]
-        _check_finite(x, "The model's activations at the hook", start, corpus,
-                      "Check the model's weights and dtype (float16 overflow gives inf); try another layer or model")
-        z = session.encode(x)
-        x_hat = sae.decode(z)
-        _check_finite(x_hat, "The SAE's reconstruction", start, corpus,
-                      "The SAE's weights or normalisation (input_std) are broken or its training diverged; use another checkpoint")
-        fired = z > 0
-        l0 = fired.sum(axis=-1)
-        counts = fired.reshape(-1, sae.d_sae).sum(axis=0)
-        flat_ids = mx.array(tokens_np[:, first:].reshape(-1))
-        top.add(z.reshape(-1, sae.d_sae), flat_ids)
-        sparsity.add(np.array(l0), np.array(counts))
-        recon.add(np.array(x), np.array(x_hat))
-        if clean_logits is not None:
-            behaviour.add(*_behaviour_sums(runner, hook, tokens, clean, x_hat, first))
-        done += tokens_np.size
+        codes = session_codes(session, x)
+        if getattr(getattr(sae, "norm", None), "token_dependent", False) or getattr(sae, "W_skip", None) is not None:
+            sae.encode(x)  # decode reads these tokens' normalisation (or skip input) from their encode
+        x_hat = sae.decode(codes.dense())
+        batch = {
+            "start": start,
+            "tokens": int(tokens_np.size),
+            "finite_x": mx.isfinite(x).all(axis=(1, 2)),
+            "finite_hat": mx.isfinite(x_hat).all(axis=(1, 2)),
+            "recon": metrics.reconstruction_sums(x, x_hat),
+            "sparsity": metrics.sparsity_sums(codes.features, codes.values, sae.d_sae),
+            "top": top.queue(codes.features.reshape(-1, codes.width), codes.values.reshape(-1, codes.width), mx.array(tokens_np[:, first:].reshape(-1)), start * per_context),
+            "behaviour": _behaviour_sums(runner, hook, tokens, clean, x_hat, first) if clean_logits is not None else None,
+        }
+        queued = [batch["finite_x"], batch["finite_hat"], *batch["recon"].arrays(), *batch["sparsity"].arrays(), batch["top"][2]]
+        if batch["behaviour"] is not None:
+            queued += list(batch["behaviour"][1:])
+        mx.async_eval(*queued)
+        if pending is not None:
+            fold(pending)
+            yield Progress("evaluating", done, corpus.n_tokens)
+        pending = batch
+    if pending is not None:
+        fold(pending)
         yield Progress("evaluating", done, corpus.n_tokens)
     return _assemble(session, corpus, budget, batch_size, recon, sparsity, behaviour, top, behaviour_off, notes)
 
 
 def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, first: int):
-    """(positions, CE clean/SAE/zero sums, KL SAE/zero sums) for one batch.
+    """(positions, then CE clean/SAE/zero and KL SAE/zero summed over the batch as MLX scalars).
 
+    Lazy: nothing is evaluated here, so the caller queues it with the batch's other work.
     The SAE-spliced and zero-ablated passes run as one batch that replays the clean
     pass's hidden state up to the hooked layer (ModelRunner.variant_logits), so only the
     layers from the hook on run again.
@@ -319,28 +314,18 @@ def _behaviour_sums(runner, hook, tokens: mx.array, clean, x_hat: mx.array, firs
     lp_clean = _log_probs(clean_logits[:, :-1])
     p_clean = mx.exp(lp_clean)
     ce_clean = -mx.take_along_axis(lp_clean, targets, axis=-1)
-    mx.eval(lp_clean, p_clean, ce_clean)
 
     variants = runner.variant_logits(tokens, hook, clean, [splice(x_hat), splice(mx.zeros_like(x_hat))])
 
-    def against(logits: mx.array) -> tuple[float, float]:
-        # One variant's log-probabilities at a time; per-position values summed in float64.
+    def against(logits: mx.array) -> tuple[mx.array, mx.array]:
         lp = _log_probs(logits[:, :-1])
         ce = -mx.take_along_axis(lp, targets, axis=-1)
         kl = (p_clean * (lp_clean - lp)).sum(axis=-1)
-        mx.eval(ce, kl)
-        return float(np.array(ce, dtype=np.float64).sum()), float(np.array(kl, dtype=np.float64).sum())
+        return ce.sum(), kl.sum()
 
     ce_sae, kl_sae = against(variants[0])
     ce_zero, kl_zero = against(variants[1])
-    values = [float(np.array(ce_clean, dtype=np.float64).sum()), ce_sae, ce_zero, kl_sae, kl_zero]
-    for name, v in zip(("clean", "SAE", "zero-ablated"), values[:3]):
-        if not np.isfinite(v):
-            raise UserError(
-                f"The model's {name} logits are NaN or infinite, so cross-entropy cannot be computed",
-                "Check the model's weights and dtype (float16 overflow), or the SAE's reconstruction scale",
-            )
-    return (int(tokens.shape[0] * (tokens.shape[1] - 1)), *values)
+    return (int(tokens.shape[0] * (tokens.shape[1] - 1)), ce_clean.sum(), ce_sae, ce_zero, kl_sae, kl_zero)
 
 
 def _log_probs(logits: mx.array) -> mx.array:
@@ -364,14 +349,6 @@ def _logits_problem(logits: Any, vocab: int | None, tokens: mx.array) -> str | N
     if shape[-1] <= int(tokens.max().item()):
         return f"the model's output has width {shape[-1]}, smaller than its token ids (no unembedding reachable)"
     return None
-
-
-def _check_finite(a: mx.array, what: str, start: int, corpus, fix: str) -> None:
-    finite = mx.isfinite(a).all(axis=(1, 2))
-    if bool(finite.all().item()):
-        return
-    bad = start + int(np.argmin(np.array(finite)))
-    raise UserError(f"{what} contain NaN or infinite values (evaluation context {bad} of {corpus.n_contexts})", fix)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,11 +1,13 @@
 """Quality metrics of an SAE: the guide's measurements and the field's additions.
 
-Everything here is plain numpy and pure: the functions take whole arrays (what tests
-check against), and the accumulators take the same quantities batch by batch, so an
-evaluation's memory is bounded by one batch whatever its token budget. The definitions
-follow `../shared/spec/metrics.md` and the user's guide exactly. The bands, the 0-5
-score, the advice and the thresholds saetui chose where the guide leaves a choice open
-live in `rubric.py`.
+The whole-array functions are plain numpy (the definitions, and what tests check
+against). The accumulators take the same quantities batch by batch, so an evaluation's
+memory is bounded by one batch whatever its token budget; each batch is first reduced on
+the MLX device (`reconstruction_sums`, `sparsity_sums`, `TopTokenActivations`) to scalars
+and small vectors, and the host merges those in float64. The definitions follow
+`../shared/spec/metrics.md` and the user's guide exactly. The bands, the 0-5 score, the
+advice and the thresholds saetui chose where the guide leaves a choice open live in
+`rubric.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import mlx.core as mx
 import numpy as np
 
 # The thresholds measured with here; the rest of these are the rubric (rubric.py), re-exported
@@ -253,6 +256,17 @@ class Moments:
         self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
         self.n = n
 
+    def add_summary(self, nb: int, mb: Any, m2b: Any) -> None:
+        """Merge a batch given as its count, mean and sum of squared deviations."""
+        if nb == 0:
+            return
+        mb, m2b = _f64(mb), _f64(m2b)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / n)
+        self.n = n
+
     @property
     def variance(self) -> Any:
         return self.m2 / self.n if self.n else float("nan")
@@ -288,6 +302,22 @@ class ReconstructionAccumulator:
         self.x_pooled.add(x)
         self.err_pooled.add(err)
         self.x_per_dim.add(x, axis=0)
+
+    def add_sums(self, sums: "ReconstructionSums") -> None:
+        """Merge one batch reduced on the device (`reconstruction_sums`)."""
+        h = sums.to_host()
+        n = int(h["n"])
+        if n == 0:
+            return
+        d = int(np.size(h["dim_mean"]))
+        self.n_tokens += n
+        self.sum_sq_err += float(h["sum_sq_err"])
+        self.sum_cos += float(h["sum_cos"])
+        self.sum_l2_ratio += float(h["sum_l2_ratio"])
+        self.n_l2 += int(h["n_l2"])
+        self.x_pooled.add_summary(n * d, h["x_mean"], h["x_m2"])
+        self.err_pooled.add_summary(n * d, h["err_mean"], h["err_m2"])
+        self.x_per_dim.add_summary(n, h["dim_mean"], h["dim_m2"])
 
     def result(self) -> dict[str, float]:
         if self.n_tokens == 0:
@@ -326,6 +356,12 @@ class SparsityAccumulator:
 
     def add_features(self, features: np.ndarray) -> None:
         self.add(l0_per_token(features), feature_counts(features))
+
+    def add_sums(self, sums: "SparsitySums") -> None:
+        """Merge one batch reduced on the device (`sparsity_sums`)."""
+        self.n_tokens += int(sums.n_tokens)
+        self.l0_counts += np.asarray(sums.l0_counts).astype(np.int64)
+        self.counts += np.asarray(sums.counts).astype(np.int64)
 
     def result(self) -> dict[str, Any]:
         """The guide's sparsity keys plus the L0 distribution, density and dense features."""
@@ -412,6 +448,144 @@ class BehaviourAccumulator:
             "kl_score": kl_score(kl_sae, kl_zero),
             "positions": n,
         }
+
+
+# -- per-batch reductions on the device ------------------------------------------------------
+
+
+@dataclass
+class ReconstructionSums:
+    """One batch's reconstruction statistics as MLX scalars and d_model vectors.
+
+    Means and squared deviations are per batch (two passes on the device); the host merges
+    batches with Chan's formula in float64, so float32 rounding stays within one batch.
+    """
+
+    n: mx.array
+    sum_sq_err: mx.array
+    sum_cos: mx.array
+    sum_l2_ratio: mx.array
+    n_l2: mx.array
+    x_mean: mx.array
+    x_m2: mx.array
+    err_mean: mx.array
+    err_m2: mx.array
+    dim_mean: mx.array
+    dim_m2: mx.array
+
+    def arrays(self) -> list[mx.array]:
+        return list(vars(self).values())
+
+    def to_host(self) -> dict[str, np.ndarray]:
+        mx.eval(*self.arrays())
+        return {name: np.asarray(value) for name, value in vars(self).items()}
+
+
+def reconstruction_sums(x: mx.array, x_hat: mx.array) -> ReconstructionSums:
+    """Reduce a batch of (x, x_hat) (..., d_model) to `ReconstructionSums` (lazily, on the device)."""
+    d = x.shape[-1]
+    x = x.reshape(-1, d).astype(mx.float32)
+    x_hat = x_hat.reshape(-1, d).astype(mx.float32)
+    n = x.shape[0]
+    err = x - x_hat
+    nx = mx.sqrt((x * x).sum(axis=-1))
+    nh = mx.sqrt((x_hat * x_hat).sum(axis=-1))
+    cos = (x * x_hat).sum(axis=-1) / (nx * nh + COSINE_EPS)
+    keep = nx > 0
+    ratio = mx.where(keep, nh / mx.where(keep, nx, 1.0), 0.0)
+    err_mean = err.mean() if n else mx.array(0.0)
+    dim_mean = x.mean(axis=0) if n else mx.zeros((d,))
+    dim_m2 = mx.square(x - dim_mean).sum(axis=0)
+    # Pooled over every element: the law of total variance, from the per-dimension moments
+    # (no further pass over x).
+    x_mean = dim_mean.mean()
+    x_m2 = dim_m2.sum() + n * mx.square(dim_mean - x_mean).sum()
+    return ReconstructionSums(
+        n=mx.array(n),
+        sum_sq_err=mx.square(err).sum(),
+        sum_cos=cos.sum(),
+        sum_l2_ratio=ratio.sum(),
+        n_l2=keep.sum(),
+        x_mean=x_mean,
+        x_m2=x_m2,
+        err_mean=err_mean,
+        err_m2=mx.square(err - err_mean).sum(),
+        dim_mean=dim_mean,
+        dim_m2=dim_m2,
+    )
+
+
+@dataclass
+class SparsitySums:
+    """One batch's per-feature firing counts (d_sae) and L0 distribution (d_sae + 1), on the device."""
+
+    n_tokens: int
+    counts: mx.array
+    l0_counts: mx.array
+
+    def arrays(self) -> list[mx.array]:
+        return [self.counts, self.l0_counts]
+
+
+def sparsity_sums(features: mx.array, values: mx.array, d_sae: int) -> SparsitySums:
+    """From sparse codes (`sparse.SparseCodes` features and values, (..., width)): counts and L0."""
+    width = values.shape[-1]
+    f = features.reshape(-1, width)
+    fired = values.reshape(-1, width) > 0
+    l0 = fired.sum(axis=-1).astype(mx.int32)
+    counts = mx.zeros((d_sae,), dtype=mx.int32).at[f.reshape(-1)].add(fired.reshape(-1).astype(mx.int32))
+    l0_counts = mx.zeros((d_sae + 1,), dtype=mx.int32).at[l0].add(mx.ones_like(l0))
+    return SparsitySums(int(f.shape[0]), counts, l0_counts)
+
+
+class TopTokenActivations:
+    """Per feature, the `k` strongest activations over the evaluation and their token ids.
+
+    Exact and deterministic: ranked by activation, then the earlier token. Candidates are
+    narrowed on the device (activation above the feature's k-th so far) and kept by the
+    index's exact keeper.
+    """
+
+    def __init__(self, d_sae: int, k: int) -> None:
+        from .index.keeper import Keeper
+
+        self.k = k
+        self.keeper = Keeper(d_sae, k, 0)
+        self.floor = mx.zeros((d_sae,), dtype=mx.float32)
+
+    def queue(self, features: mx.array, values: mx.array, token_ids: mx.array, first_token: int) -> tuple:
+        """Lazily select one batch's candidates: codes (T, width), token ids (T,), and the
+        batch's first token's index in the evaluation (ties go to the earlier token)."""
+        width = values.shape[-1]
+        f = features.reshape(-1)
+        v = values.reshape(-1)
+        mask = (v > 0) & (v > self.floor[f])
+        return f, v, mask, token_ids.reshape(-1), int(first_token), int(width)
+
+    def fold(self, queued: tuple) -> None:
+        f, v, mask, tokens, first_token, width = queued
+        m = np.asarray(mask)
+        cand = np.flatnonzero(m)
+        if cand.size:
+            from .index.keeper import activation_key, rank_of
+
+            vv = np.asarray(v)[cand]
+            local = cand // width
+            self.keeper.offer(np.asarray(f)[cand], rank_of(activation_key(vv), first_token + local), first_token + local, np.asarray(tokens)[local], vv, np.zeros((cand.size, 0), np.float16))
+            if self.keeper.pending >= max(65_536, self.keeper.key.shape[0]):
+                self.compact()
+
+    def compact(self) -> None:
+        self.keeper.compact()
+        self.floor = mx.array(self.keeper.floor_activation())
+
+    def token_ids(self, features) -> dict[int, list[int]]:
+        """For each feature, the token ids of its positive top activations, strongest first."""
+        self.compact()
+        out: dict[int, list[int]] = {}
+        for fid in (int(f) for f in features):
+            out[fid] = [int(t) for t in self.keeper.pos[fid][self.keeper.row_order(fid)]]
+        return out
 
 
 # -- helpers ---------------------------------------------------------------------------
