@@ -772,10 +772,9 @@ def steer_benchmark(session: "Session" = None, new_tokens: int = 48, repeats: in
         from .engine import Engine
 
         engine = Engine()
-        engine.worker.call(engine.open)
-        session = engine
         try:
-            return session.worker.call(steer_benchmark, session, new_tokens, repeats, ablate_runs)
+            opened = engine.call(engine.open)
+            return engine.call(steer_benchmark, opened, new_tokens, repeats, ablate_runs)
         finally:
             engine.close()
     d_sae = session.sae.d_sae

@@ -154,7 +154,8 @@ class ReportScreen(EngineScreen):
         self._status_line()
         found = token_features_text(report)
         table = metrics_table(report)
-        self.query_one("#report-metrics", Static).update(Group(table, found) if found.plain else table)
+        parts = [table] + ([found] if found.plain else []) + [self._explained_text()]
+        self.query_one("#report-metrics", Static).update(Group(*parts))
         advice = advice_text(report)
         self.query_one("#report-advice", Static).update(
             advice if advice.plain else Text("No advice: nothing is poor.", style="dim")
@@ -248,6 +249,21 @@ class ReportScreen(EngineScreen):
             return
         apply_registry(self.report, registry_high_confidence(self.app.session, self.app.registry))
         self._show_report()
+
+    def _explained_text(self) -> Text:
+        """Beside the guide's interpretability count: features whose automatic explanation
+        predicts their activations (once the feature index has been explained)."""
+        from ..engine.explain import explained_summary
+
+        session = self.engine.session
+        if session is None or not session.explanations:
+            return Text("  explained features: when the feature index is built (2: the feature screen)", style="dim")
+        summary = explained_summary(session.explanations, len(session.index.live_features()) if session.index is not None else None)
+        out = Text("  explained features: ", style="dim")
+        out.append(f"{summary['explained']:,} of {summary['live']:,} live ({summary['fraction']:.0%})", style="bold")
+        out.append(f", detection score >= {summary['bar']:g} on the index's {session.index.tokens_seen if session.index else 0:,} tokens", style="dim")
+        out.append("\n  (the guide's count above is token-dominated features, stop words included)", style="dim")
+        return out
 
     def _registry_changed(self, change: RegistryChange) -> None:
         self._apply_registry()
