@@ -68,6 +68,9 @@ class SaetuiApp(App[int]):
         # Only the app edits it (see "registry edits" below), and announces every saved change here.
         self.registry = Registry.load(registry_path_for(engine))
         self.registry_changed_signal: Signal[RegistryChange] = Signal(self, "registry-changed")
+        # The token budget of the report on screen 1 (set by it); the feature page names it
+        # beside its index's budget, since the two count on different tokens.
+        self.report_budget: int | None = None
 
     # -- start-up -----------------------------------------------------------------------
 

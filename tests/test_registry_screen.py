@@ -211,3 +211,44 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
         assert _file(path)[str(fid)]["examples"] == expected
+
+
+def burst(app, keys) -> None:
+    """Send keys as a terminal delivers a fast typist's burst: all queued at once.
+
+    (`pilot.press` waits for the app to go idle after every key, which hides the race.)
+    """
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for key in keys:
+        name = _character_to_key(key) if len(key) == 1 and not key.isalnum() else key
+        event = events.Key(name, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def test_keys_typed_in_a_burst_after_tab_reach_the_next_field(tiny_setup, tmp_path):
+    """Tab moves focus at once: keys typed right after it (one burst, as a fast typist's or a
+    paste-like terminal's) land in the field tab moved to, not in the one it left."""
+    path = tmp_path / "reg.json"
+    app = _app(tiny_setup, path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open_registry(app, pilot)
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "add dialog")
+        dialog = app.screen
+        name, fid = dialog.query_one("#edit-name", Input), dialog.query_one("#edit-id", Input)
+        # As pilot.press types it (one key at a time), and as a terminal delivers it (a burst).
+        await pilot.press(*"12", "tab", *"fox")
+        assert (fid.value, name.value) == ("12", "fox")
+        burst(app, ["shift+tab", *"34", "tab", *"_bird"])
+        await wait_until(pilot, lambda: len(name.value) >= len("fox_bird") or len(fid.value) > 2, "the burst typed")
+        await pilot.pause()
+        # Back with shift+tab the id is selected (as Textual's inputs do on focus): 34 replaces it.
+        assert (fid.value, name.value) == ("34", "fox_bird")
+        # Enter moves on from a one-line field just as fast.
+        burst(app, ["shift+tab", *"5", "enter", *"_x"])
+        await wait_until(pilot, lambda: name.value.endswith("_x") or len(fid.value) > 1, "the second burst typed")
+        await pilot.pause()
+        assert (fid.value, name.value) == ("5", "fox_bird_x")

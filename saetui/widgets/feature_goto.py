@@ -41,7 +41,9 @@ class GotoFeature(ModalScreen[int | None]):
     BINDINGS = [Binding("escape", "close", "Close")]
     DEFAULT_CSS = """
     GotoFeature { align: center middle; }
-    GotoFeature > Vertical { width: 44; max-width: 100%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    GotoFeature > Vertical { width: 50; max-width: 100%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    GotoFeature > Vertical > Label { width: 100%; }
+    GotoFeature #goto-keys { color: $text-muted; }
     GotoFeature Input { width: 100%; }
     GotoFeature #goto-problem { color: $error; height: auto; display: none; }
     GotoFeature #goto-problem.-shown { display: block; }
@@ -53,7 +55,9 @@ class GotoFeature(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Feature id (0-{self.d_sae - 1}), enter to open, escape to close")
+            # Two short lines, so that the prompt fits whole in the 50-column box.
+            yield Label(f"Go to feature: an id from 0 to {self.d_sae - 1}", id="goto-prompt")
+            yield Label("enter opens it · escape closes", id="goto-keys")
             yield Input(placeholder="e.g. 42", id="goto-input", validators=[FeatureId(self.d_sae)], validate_on=["submitted"])
             yield Static("", id="goto-problem")
 
