@@ -9,7 +9,7 @@ from support import notifications_shown, wait_until
 
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
-from saetui.screens.edit_entry import ConfirmDeleteScreen, EditEntryScreen
+from saetui.screens.edit_entry import EXAMPLE_CHARS, ConfirmDeleteScreen, EditEntryScreen
 from saetui.screens.registry import ExportScreen, RegistryScreen
 
 HOSTILE = "[bold red]loud[/] [@click=app.quit]quit[/] \x1b[2J\x1b[31mred"
@@ -206,11 +206,36 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         tokenizer = app.engine.session.tokenizer
-        expected = [" ".join(tokenizer.decode(e.window_tokens.tolist()).split())[:120] for e in busiest.top[:5]]
-        assert app.screen.query_one("#edit-examples", TextArea).text == "\n".join(expected)
+        examples = app.screen.query_one("#edit-examples", TextArea).text.split("\n")
+        # Clean excerpts, one per top context: the peak token's document only (no special
+        # tokens), whole words, at most EXAMPLE_CHARS plus the peak token.
+        special = {tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<pad>")}
+        assert 1 <= len(examples) <= 5
+        contexts = [([int(t) for t in e.window_tokens.tolist()], e.max_index) for e in busiest.top[:5]]
+        for example in examples:
+            assert not any(t in example for t in ("<s>", "</s>", "<pad>"))
+            assert any(_clean_excerpt_of(tokenizer, ids, peak, special, example) for ids, peak in contexts), example
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
-        assert _file(path)[str(fid)]["examples"] == expected
+        assert _file(path)[str(fid)]["examples"] == examples
+
+
+def _clean_excerpt_of(tokenizer, ids, peak, special, example) -> bool:
+    """Whether `example` is a clean excerpt of this window around its peak token."""
+    if ids[peak] in special:  # a feature firing on a special token: the text after it
+        peak += 1
+        if peak >= len(ids) or ids[peak] in special:
+            return False
+    lo = max([i + 1 for i in range(peak) if ids[i] in special], default=0)
+    hi = min([i for i in range(peak + 1, len(ids)) if ids[i] in special], default=len(ids))
+    document = " ".join(tokenizer.decode(ids[lo:hi]).split())
+    peak_text = tokenizer.decode(ids[peak : peak + 1]).strip()
+    if example not in document or peak_text not in example or len(example) > EXAMPLE_CHARS + len(peak_text):
+        return False
+    # Whole words: it starts and ends where the document's words do (or at its ends).
+    start = document.index(example)
+    end = start + len(example)
+    return (start == 0 or document[start - 1] == " ") and (end == len(document) or document[end] == " ")
 
 
 def burst(app, keys) -> None:

@@ -168,3 +168,28 @@ async def test_error_notifications_never_reach_the_terminal_raw(tiny_setup, tmp_
         assert "\x1b" not in shown and "\x07" not in shown
         assert "\\x1b]0;pwned\\x07\\x1b[2J[bold]x[/bold]" in shown  # escaped, and markup shown as typed
         assert not any("\x1b" in line for line in screen_text(app))
+
+
+def test_clean_excerpt_keeps_the_peak_document_and_whole_words(tiny_model_dir):
+    """Edit-dialog examples: the peak's document only, no special tokens, no cut words."""
+    from transformers import AutoTokenizer
+
+    from saetui.screens.edit_entry import clean_excerpt
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    eos = tokenizer.convert_tokens_to_ids("</s>")
+    before = tokenizer.encode("The cat sat on the mat.", add_special_tokens=False)
+    after = tokenizer.encode(" Paris is the capital of France.", add_special_tokens=False)
+    ids = before + [eos] + after
+    paris = next(i for i in range(len(before) + 1, len(ids)) if "P" in tokenizer.decode(ids[i : i + 1]))
+    assert clean_excerpt(tokenizer, ids, paris) == "Paris is the capital of France."
+    assert clean_excerpt(tokenizer, ids, 1) == "The cat sat on the mat."
+    # Firing on the special token itself: the text that follows it.
+    assert clean_excerpt(tokenizer, ids, len(before)) == "Paris is the capital of France."
+    # A window that ends inside a word: that word is left out, never the peak.
+    ends = [n for n in range(paris + 1, len(ids)) if tokenizer.decode(ids[:n]).endswith(("F", "Fr", "Fra", "Fran", "Franc"))]
+    if ends:  # the tokenizer splits "France": cut the window inside it
+        assert clean_excerpt(tokenizer, ids[: ends[0]], paris) == "Paris is the capital of"
+    # Short excerpts drop words from the longer side first, keeping the peak.
+    short = clean_excerpt(tokenizer, ids, paris, max_chars=12)
+    assert short.startswith("Paris") and len(short) <= 12 + len("Paris") and "</s>" not in short

@@ -195,7 +195,8 @@ def clean_excerpt(tokenizer: Any, ids: list[int], peak: int, max_chars: int = EX
     # A word cut by the window's edge (not by a document boundary) is left out.
     if lo == 0 and cut_left and left and not _starts_word(tokenizer, ids[0]) and " " in left.strip(" "):
         left = _drop_first_word(left)
-    if hi == len(ids) and cut_right and right.strip(" ") and " " in right.strip(" "):
+    # (One ending in punctuation is whole.)
+    if hi == len(ids) and cut_right and right.strip(" ")[-1:].isalnum() and " " in right.strip(" "):
         right = _drop_last_word(right)
     while len(left) + len(mid) + len(right) > max_chars and (left.strip() or right.strip()):
         if len(left) >= len(right):
