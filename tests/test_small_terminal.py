@@ -21,6 +21,7 @@ from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.errors import UserError
 from saetui.engine.worker import Progress
 from saetui.screens.feature import FeatureScreen
+from saetui.screens.help import HelpScreen
 from saetui.screens.registry import RegistryScreen
 from saetui.screens.report import ReportScreen
 from saetui.widgets.feature_goto import GotoFeature
@@ -90,6 +91,15 @@ async def test_goto_prompt_fits_80x24(tiny_setup, tmp_path):
         text = "\n".join(screen_text(app))
         assert "Go to feature: an id from 0 to 255" in text
         assert "enter opens it · escape closes" in text
+        # The footer's short words; help says each key in full.
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, FeatureScreen), "the dialog closed")
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        await pilot.pause()
+        text = "\n".join(screen_text(app))
+        for binding in FeatureScreen.BINDINGS:
+            assert (binding.tooltip or binding.description) in text
 
 
 async def test_registry_path_shows_at_80_columns(tiny_setup, tmp_path, monkeypatch):
@@ -112,7 +122,7 @@ async def test_registry_path_shows_at_80_columns(tiny_setup, tmp_path, monkeypat
 
 async def test_report_names_its_budget_and_the_index_budget(tiny_setup, tmp_path):
     app = make_app(tiny_setup, tmp_path)
-    async with app.run_test(size=(120, 60)) as pilot:
+    async with app.run_test(size=(80, 120)) as pilot:
         assert await app.wait_ready()
         screen = app.screen
         assert isinstance(screen, ReportScreen)
@@ -125,7 +135,9 @@ async def test_report_names_its_budget_and_the_index_budget(tiny_setup, tmp_path
 
         words = " ".join(text.split())  # the line may wrap
         assert f"This report: {evaluated:,} tokens (budget {report.budget:,}); the feature screen's index: budget {DEFAULT_BUDGET:,}, so a feature dead here may fire there" in words
-        assert f"dead on the {evaluated:,} evaluation tokens: {report.dead_features.strict:,}" in text
+        # The dead list: how many, and on which tokens (its top and bottom borders, whole at 80).
+        assert f"dead features: {report.dead_features.strict:,}" in text
+        assert f"on the {evaluated:,} evaluation tokens" in text
 
 
 async def test_report_says_evaluating_as_soon_as_it_starts(tiny_setup, tmp_path, monkeypatch):

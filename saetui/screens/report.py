@@ -228,10 +228,11 @@ class ReportScreen(EngineScreen):
         ids = report.dead_features.strict_ids
         dead.show_features((int(fid), []) for fid in ids)
         total = report.dead_features.strict
-        # Dead on these tokens only: the feature screen's index counts on its own (larger) budget.
-        dead.border_title = f"dead on the {report.settings.tokens_evaluated:,} evaluation tokens: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
+        dead.border_title = f"dead features: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
         if total:
             dead.border_title += " (enter: open)"
+        # Dead on these tokens only: the feature screen's index counts on its own (larger) budget.
+        dead.border_subtitle = f"on the {report.settings.tokens_evaluated:,} evaluation tokens"
 
     # -- keys -------------------------------------------------------------------------------------
 
