@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
-from support import notifications_shown, wait_until
+from support import burst, notifications_shown, wait_until
 
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
@@ -236,21 +236,6 @@ def _clean_excerpt_of(tokenizer, ids, peak, special, example) -> bool:
     start = document.index(example)
     end = start + len(example)
     return (start == 0 or document[start - 1] == " ") and (end == len(document) or document[end] == " ")
-
-
-def burst(app, keys) -> None:
-    """Send keys as a terminal delivers a fast typist's burst: all queued at once.
-
-    (`pilot.press` waits for the app to go idle after every key, which hides the race.)
-    """
-    from textual import events
-    from textual.keys import _character_to_key
-
-    for key in keys:
-        name = _character_to_key(key) if len(key) == 1 and not key.isalnum() else key
-        event = events.Key(name, key if len(key) == 1 else None)
-        event.set_sender(app)
-        app._driver.send_message(event)
 
 
 async def test_keys_typed_in_a_burst_after_tab_reach_the_next_field(tiny_setup, tmp_path):

@@ -12,7 +12,7 @@ import io
 import threading
 
 from rich.console import Console
-from support import notifications_shown, wait_until
+from support import burst, notifications_shown, wait_until
 from textual.widgets import Footer
 
 from saetui.app import SaetuiApp
@@ -205,3 +205,16 @@ def test_clean_excerpt_keeps_the_peak_document_and_whole_words(tiny_model_dir):
     # Short excerpts drop words from the longer side first, keeping the peak.
     short = clean_excerpt(tokenizer, ids, paris, max_chars=12)
     assert short.startswith("Paris") and len(short) <= 12 + len("Paris") and "</s>" not in short
+
+
+async def test_goto_typed_in_one_burst(tiny_setup, tmp_path):
+    """g, an id and enter typed in one burst open that feature (the digits once switched screens)."""
+    app = make_app(tiny_setup, tmp_path, max_tokens=48 * 24)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_live_feature(pilot, app)
+        target = 17 if screen.feature_id != 17 else 18
+        burst(app, ["g", *str(target), "enter"])
+        await wait_until(pilot, lambda: screen.page is not None and screen.page.feature_id == target, "the feature typed")
+        await pilot.pause()
+        assert app.screen is screen
+        assert screen_text(app)[2].strip().startswith(f"Feature {target} of 256")

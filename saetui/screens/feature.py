@@ -71,7 +71,8 @@ class FeatureScreen(EngineScreen):
     CSS_PATH = "feature.tcss"
     # Short descriptions: the footer must show every key below at 80 columns (help says more).
     BINDINGS = [
-        Binding("g", "goto", "Go to", tooltip="Go to a feature by id"),
+        # Priority: the dialog opens as g arrives, so the id typed right after it goes there.
+        Binding("g", "goto", "Go to", tooltip="Go to a feature by id", priority=True),
         Binding("n,right_square_bracket", "step(1)", "Next", tooltip="Next feature"),
         Binding("p,left_square_bracket", "step(-1)", "Prev", tooltip="Previous feature"),
         Binding("r", "random_feature", "Random", tooltip="A random live feature"),

@@ -6,6 +6,7 @@ with that id; anything else says what is wrong under the box, and the dialog sta
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -63,6 +64,21 @@ class GotoFeature(ModalScreen[int | None]):
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
+
+    async def on_key(self, event: events.Key) -> None:
+        # Keys typed in the same burst as the key that opened the dialog ("g17" enter) reach
+        # the dialog before its box has focus (focus is set after mounting): they are typed
+        # into the box here, in order, rather than lost.
+        box = self.query_one(Input)
+        if self.focused is box:
+            return
+        if event.is_printable and event.character:
+            event.stop()
+            box.insert_text_at_cursor(event.character)
+            box.focus()
+        elif event.key == "enter":
+            event.stop()
+            await box.action_submit()
 
     def _show_problem(self, problem: str) -> None:
         line = self.query_one("#goto-problem", Static)
