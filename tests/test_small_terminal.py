@@ -113,7 +113,6 @@ async def test_registry_path_shows_at_80_columns(tiny_setup, tmp_path, monkeypat
         await pilot.press("4")
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen), "the registry screen")
         await pilot.pause()
-        text = "\n".join(screen_text(app))
         lines = [line.strip() for line in screen_text(app)]
         # The count, then the path whole (on the next line when both do not fit in 80).
         at = next(i for i, line in enumerate(lines) if line.startswith("0 of 0 named features"))

@@ -93,9 +93,9 @@ def feature_density(session: "Session | None", feature_id: int) -> tuple[float |
 def top_context_examples(session: "Session | None", feature_id: int, limit: int = PREFILL_EXAMPLES) -> list[str]:
     """The feature's top contexts as clean one-line excerpts around their peak token
     (whole words, no special tokens), from the open index (tokenizer only, no MLX)."""
-    index = session.index if session is not None else None
-    if index is None:
+    if session is None or session.index is None:
         return []
+    index = session.index
     try:
         stats = index.feature(feature_id)
     except UserError:

@@ -249,7 +249,7 @@ class FeatureScreen(EngineScreen):
         self.query_one("#feature-stats", Static).update(self._stats_text(page))
         histogram = self.query_one(FeatureHistogram)
         fires = stats is not None and stats.fires
-        if fires:
+        if stats is not None and stats.fires:
             histogram.show(stats.histogram, histogram_edges(), stats.max_activation)
         else:
             histogram.show(None, None)

@@ -220,6 +220,8 @@ class ReportScreen(EngineScreen):
 
     def _render_features(self) -> None:
         report = self.report
+        if report is None:
+            return
         densest = self.query_one("#report-densest", FeatureTable)
         densest.show_features(
             (item.feature, [Text(f"{item.density:.2%}", justify="right")]) for item in report.feature_density.densest
