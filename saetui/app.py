@@ -70,6 +70,9 @@ class SaetuiApp(App[int]):
         self.registry_changed_signal: Signal[RegistryChange] = Signal(self, "registry-changed")
         # The Steer screen's interventions; `s` on the feature and probe screens adds to it.
         self.interventions: list = []
+        # The token budget of the report on screen 1 (set by it); the feature page names it
+        # beside its index's budget, since the two count on different tokens.
+        self.report_budget: int | None = None
 
     # -- start-up -----------------------------------------------------------------------
 

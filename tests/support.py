@@ -211,3 +211,18 @@ def notifications_shown(app, severity: str | None = None) -> list[str]:
 def rendered(widget) -> str:
     """What a widget shows, as plain text."""
     return str(widget.render())
+
+
+def burst(app, keys) -> None:
+    """Send keys as a terminal delivers a fast typist's burst: all queued at once.
+
+    (`pilot.press` waits for the app to go idle after every key, which hides the race.)
+    """
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for key in keys:
+        name = _character_to_key(key) if len(key) == 1 and not key.isalnum() else key
+        event = events.Key(name, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)

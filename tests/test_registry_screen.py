@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
-from support import notifications_shown, wait_until
+from support import burst, notifications_shown, wait_until
 
 from saetui.app import SaetuiApp
 from saetui.engine.engine import Engine, EngineSettings
-from saetui.screens.edit_entry import ConfirmDeleteScreen, EditEntryScreen
+from saetui.screens.edit_entry import EXAMPLE_CHARS, ConfirmDeleteScreen, EditEntryScreen
 from saetui.screens.registry import ExportScreen, RegistryScreen
 
 HOSTILE = "[bold red]loud[/] [@click=app.quit]quit[/] \x1b[2J\x1b[31mred"
@@ -206,11 +206,18 @@ async def test_feature_index_fills_density_and_examples(tiny_setup, tmp_path):
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen))
         tokenizer = app.engine.session.tokenizer
-        expected = [" ".join(tokenizer.decode(e.window_tokens.tolist()).split())[:120] for e in busiest.top[:5]]
-        assert app.screen.query_one("#edit-examples", TextArea).text == "\n".join(expected)
+        examples = app.screen.query_one("#edit-examples", TextArea).text.split("\n")
+        # Clean excerpts, one per top context: the peak token's document only (no special
+        # tokens), whole words, at most EXAMPLE_CHARS plus the peak token.
+        special = {tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "</s>", "<pad>")}
+        assert 1 <= len(examples) <= 5
+        contexts = [([int(t) for t in e.window_tokens.tolist()], e.max_index) for e in busiest.top[:5]]
+        for example in examples:
+            assert not any(t in example for t in ("<s>", "</s>", "<pad>"))
+            assert any(_clean_excerpt_of(tokenizer, ids, peak, special, example) for ids, peak in contexts), example
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RegistryScreen))
-        assert _file(path)[str(fid)]["examples"] == expected
+        assert _file(path)[str(fid)]["examples"] == examples
 
 
 async def test_odd_registries_open_without_crashing(tiny_setup, tmp_path):
@@ -237,3 +244,49 @@ async def test_odd_registries_open_without_crashing(tiny_setup, tmp_path):
                 assert app.screen is screen
         assert app.return_code in (None, 0), path
     assert json.loads(locked.read_text()) == {"42": {"name": "numbers"}}
+
+
+
+
+def _clean_excerpt_of(tokenizer, ids, peak, special, example) -> bool:
+    """Whether `example` is a clean excerpt of this window around its peak token."""
+    if ids[peak] in special:  # a feature firing on a special token: the text after it
+        peak += 1
+        if peak >= len(ids) or ids[peak] in special:
+            return False
+    lo = max([i + 1 for i in range(peak) if ids[i] in special], default=0)
+    hi = min([i for i in range(peak + 1, len(ids)) if ids[i] in special], default=len(ids))
+    document = " ".join(tokenizer.decode(ids[lo:hi]).split())
+    peak_text = tokenizer.decode(ids[peak : peak + 1]).strip()
+    if example not in document or peak_text not in example or len(example) > EXAMPLE_CHARS + len(peak_text):
+        return False
+    # Whole words: it starts and ends where the document's words do (or at its ends).
+    start = document.index(example)
+    end = start + len(example)
+    return (start == 0 or document[start - 1] == " ") and (end == len(document) or document[end] == " ")
+
+
+async def test_keys_typed_in_a_burst_after_tab_reach_the_next_field(tiny_setup, tmp_path):
+    """Tab moves focus at once: keys typed right after it (one burst, as a fast typist's or a
+    paste-like terminal's) land in the field tab moved to, not in the one it left."""
+    path = tmp_path / "reg.json"
+    app = _app(tiny_setup, path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open_registry(app, pilot)
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "add dialog")
+        dialog = app.screen
+        name, fid = dialog.query_one("#edit-name", Input), dialog.query_one("#edit-id", Input)
+        # As pilot.press types it (one key at a time), and as a terminal delivers it (a burst).
+        await pilot.press(*"12", "tab", *"fox")
+        assert (fid.value, name.value) == ("12", "fox")
+        burst(app, ["shift+tab", *"34", "tab", *"_bird"])
+        await wait_until(pilot, lambda: len(name.value) >= len("fox_bird") or len(fid.value) > 2, "the burst typed")
+        await pilot.pause()
+        # Back with shift+tab the id is selected (as Textual's inputs do on focus): 34 replaces it.
+        assert (fid.value, name.value) == ("34", "fox_bird")
+        # Enter moves on from a one-line field just as fast.
+        burst(app, ["shift+tab", *"5", "enter", *"_x"])
+        await wait_until(pilot, lambda: name.value.endswith("_x") or len(fid.value) > 1, "the second burst typed")
+        await pilot.pause()
+        assert (fid.value, name.value) == ("5", "fox_bird_x")

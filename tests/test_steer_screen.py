@@ -126,7 +126,7 @@ async def test_feature_screen_s_adds_and_a_shows_the_removal_effect(tiny_setup):
         screen.show_feature(fid)
         await wait_until(pilot, lambda: screen.page.feature_id == fid and screen.page.stats is not None, "the page", tries=1500)
         stats = screen.page.stats
-        assert f"s clamps to {2 * stats.max_activation:.3g}" in str(screen.query_one("#feature-stats", Static).render())
+        assert f"s steers at {2 * stats.max_activation:.3g}" in str(screen.query_one("#feature-stats", Static).render())
         await pilot.press("s")
         assert app.interventions == [Intervention(fid, "clamp", round(2 * stats.max_activation, 3))]
         await pilot.press("a")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
@@ -15,6 +16,9 @@ from ..widgets.screen_tabs import ScreenTabs
 if TYPE_CHECKING:
     from ..app import SaetuiApp
     from ..engine.engine import Engine
+
+# The footer shows the command palette's key (ctrl+p) only on terminals this wide.
+PALETTE_KEY_MIN_WIDTH = 100
 
 
 class EngineScreen(Screen):
@@ -30,10 +34,16 @@ class EngineScreen(Screen):
         yield ScreenTabs(SCREENS)
         yield from self.compose_body()
         yield JobStatus()
-        yield Footer()
+        # Compact, and without the palette's key below 100 columns (help lists it): the
+        # screen's own keys must all fit at 80.
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return []
+
+    def on_resize(self, event: events.Resize) -> None:
+        for footer in self.query(Footer):
+            footer.show_command_palette = event.size.width >= PALETTE_KEY_MIN_WIDTH
 
     def on_screen_resume(self) -> None:
         for tabs in self.query(ScreenTabs):

@@ -12,11 +12,13 @@ not touch is saved exactly as it was, escapes and all.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
 from textual import events
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -25,15 +27,16 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from ..engine.errors import UserError
 from ..engine.registry import CONFIDENCES
-from ..engine.tokens import token_strings
+from ..engine.tokens import REPLACEMENT
 from ..ui.safe_text import literal, visible
 
 if TYPE_CHECKING:
     from ..engine.session import Session
 
-# Examples pre-filled from the feature index's top contexts.
+# Examples pre-filled from the feature index's top contexts: short excerpts around the
+# peak token, like the guide's examples ("Paris, France").
 PREFILL_EXAMPLES = 5
-EXAMPLE_CHARS = 120
+EXAMPLE_CHARS = 60
 
 
 # -- showing data in editing widgets ---------------------------------------------------------
@@ -88,21 +91,119 @@ def feature_density(session: "Session | None", feature_id: int) -> tuple[float |
 
 
 def top_context_examples(session: "Session | None", feature_id: int, limit: int = PREFILL_EXAMPLES) -> list[str]:
-    """The feature's top contexts as one-line texts, from the open index (tokenizer only, no MLX)."""
-    index = session.index if session is not None else None
-    if index is None:
+    """The feature's top contexts as clean one-line excerpts around their peak token
+    (whole words, no special tokens), from the open index (tokenizer only, no MLX)."""
+    if session is None or session.index is None:
         return []
+    index = session.index
     try:
         stats = index.feature(feature_id)
     except UserError:
         return []
     out: list[str] = []
     for example in stats.top[:limit]:
-        text = "".join(token_strings(session.tokenizer, example.window_tokens.tolist()))
-        flat = " ".join(text.split())
-        if flat:
-            out.append(flat[:EXAMPLE_CHARS])
+        ids = [int(t) for t in example.window_tokens.tolist()]
+        # A window that starts or ends inside its context may cut a word there.
+        cut_right = example.window_start + len(ids) < index.context_len
+        excerpt = clean_excerpt(session.tokenizer, ids, example.max_index, cut_left=example.window_start > index.first_position, cut_right=cut_right)
+        if excerpt and excerpt not in out:
+            out.append(excerpt)
     return out
+
+
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """The tokenizer's special tokens (BOS, EOS, padding...): never part of an example."""
+    ids: set[int] = set()
+    for name in ("all_special_ids",):
+        try:
+            ids.update(int(i) for i in getattr(tokenizer, name, None) or [])
+        except (TypeError, ValueError):
+            pass
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            ids.add(value)
+    eos = getattr(tokenizer, "eos_token_ids", None)
+    if isinstance(eos, (set, list, tuple)):
+        ids.update(int(i) for i in eos if isinstance(i, int))
+    return ids
+
+
+def _starts_word(tokenizer: Any, token_id: int) -> bool:
+    """Whether a token begins a word (a leading space marker, or punctuation)."""
+    try:
+        piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    except Exception:  # noqa: BLE001 - a tokenizer without it: assume the word may be cut
+        return False
+    if not isinstance(piece, str) or not piece:
+        return False
+    return piece[0] in "\u2581\u0120 \t\n" or not piece[0].isalnum()
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    try:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+    except TypeError:
+        return tokenizer.decode(ids)
+
+
+def _drop_first_word(text: str) -> str:
+    rest = text.lstrip(" ")
+    cut = rest.find(" ")
+    return rest[cut:] if cut >= 0 else ""
+
+
+def _drop_last_word(text: str) -> str:
+    rest = text.rstrip(" ")
+    cut = rest.rfind(" ")
+    return rest[: cut + 1] if cut >= 0 else ""
+
+
+def clean_excerpt(tokenizer: Any, ids: list[int], peak: int, max_chars: int = EXAMPLE_CHARS, cut_left: bool = True, cut_right: bool = True) -> str:
+    """The text around token `peak` of `ids` as an example a person would write: the
+    document it is in only (special tokens end it), whole words, whitespace as single
+    spaces, at most `max_chars` (words dropped from the longer side first)."""
+    if not 0 <= peak < len(ids):
+        return ""
+    special = special_token_ids(tokenizer)
+    if ids[peak] in special:
+        # Fires on a special token: the text that follows it (else precedes it) shows where.
+        after = peak + 1
+        if after < len(ids) and ids[after] not in special:
+            peak = after
+        elif peak > 0 and ids[peak - 1] not in special:
+            peak = peak - 1
+        else:
+            return ""
+    lo = peak
+    while lo > 0 and ids[lo - 1] not in special:
+        lo -= 1
+    hi = peak + 1
+    while hi < len(ids) and ids[hi] not in special:
+        hi += 1
+    # Decoded as runs (a character split over two tokens decodes whole).
+    before = _decode(tokenizer, ids[lo:peak]).rstrip(REPLACEMENT)
+    through = _decode(tokenizer, ids[lo : peak + 1])
+    full = _decode(tokenizer, ids[lo:hi])
+    if through.startswith(before) and full.startswith(through):
+        left, mid, right = before, through[len(before) :], full[len(through) :]
+    else:  # a decoder that rewrites text: one token at a time
+        left, mid, right = (_decode(tokenizer, ids[a:b]) for a, b in ((lo, peak), (peak, peak + 1), (peak + 1, hi)))
+    left, right = left.lstrip(REPLACEMENT), right.rstrip(REPLACEMENT)
+    squash = lambda t: re.sub(r"\s+", " ", t)  # noqa: E731
+    left, mid, right = squash(left), squash(mid), squash(right)
+    # A word cut by the window's edge (not by a document boundary) is left out.
+    if lo == 0 and cut_left and left and not _starts_word(tokenizer, ids[0]) and " " in left.strip(" "):
+        left = _drop_first_word(left)
+    # (One ending in punctuation is whole.)
+    if hi == len(ids) and cut_right and right.strip(" ")[-1:].isalnum() and " " in right.strip(" "):
+        right = _drop_last_word(right)
+    while len(left) + len(mid) + len(right) > max_chars and (left.strip() or right.strip()):
+        if len(left) >= len(right):
+            left = _drop_first_word(left)
+        else:
+            right = _drop_last_word(right)
+    return squash(left + mid + right).strip()
 
 
 # -- the dialog ----------------------------------------------------------------------------------
@@ -126,6 +227,13 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
         Binding("escape", "cancel", "Cancel"),
+        # Why priority: the app hands each key to the widget focused when the key *arrives*,
+        # and a plain tab binding moves focus only once the tab has gone through the old
+        # field's queue, so keys typed in the same burst went to the old field (or, in the
+        # integer id box, were dropped). A priority binding runs as the key arrives.
+        Binding("tab", "next_field", "Next field", show=False, priority=True),
+        Binding("shift+tab", "previous_field", "Previous field", show=False, priority=True),
+        Binding("enter", "submit_field", "Next field", show=False, priority=True),
     ]
 
     def __init__(
@@ -186,6 +294,26 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        self.focus_next()
+
+    def _dropdown_open(self) -> bool:
+        return any(select.expanded for select in self.query(Select))
+
+    def action_next_field(self) -> None:
+        if self._dropdown_open():
+            raise SkipAction()  # the confidence list's own keys
+        self.focus_next()
+
+    def action_previous_field(self) -> None:
+        if self._dropdown_open():
+            raise SkipAction()
+        self.focus_previous()
+
+    def action_submit_field(self) -> None:
+        # Enter in a one-line field moves on at once (as tab does); elsewhere (buttons, the
+        # confidence list, the text areas' new lines) it does what it does there.
+        if not isinstance(self.focused, Input) or self._dropdown_open():
+            raise SkipAction()
         self.focus_next()
 
     def action_cancel(self) -> None:

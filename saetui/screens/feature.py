@@ -24,6 +24,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..engine.errors import Cancelled, UserError
+from ..engine.evaluate import evaluation_budget
 from ..engine.features import FeaturePage, feature_page
 from ..engine.index import DEFAULT_TOP_K, FeatureIndex, build_index, default_budget, histogram_edges
 from ..engine.worker import Job
@@ -43,20 +44,45 @@ INDEX_JOB = "indexing"
 PARTIAL_REFRESH_S = 1.0
 
 
+def report_budget(app) -> int | None:
+    """The token budget of the report (screen 1): the one shown, else the one it will use."""
+    shown = getattr(app, "report_budget", None)
+    if shown is not None:
+        return int(shown)
+    session = app.engine.session
+    if session is None:
+        return None
+    try:
+        return evaluation_budget(session)
+    except UserError:
+        return None
+
+
+def index_line(index: FeatureIndex, report: int | None) -> str:
+    """What the index is, and its budget beside the report's: they count on different tokens."""
+    indexed = index.n_contexts * (index.context_len - index.first_position)
+    line = f"index: {indexed:,} tokens, budget {index.budget:,}"
+    if report is not None and report != index.budget:
+        line += f" (the report's: {report:,})"
+    return line + f" · top {index.top_k}"
+
+
 class FeatureScreen(EngineScreen):
     CSS_PATH = "feature.tcss"
+    # Short descriptions: the footer must show every key below at 80 columns (help says more).
     BINDINGS = [
-        Binding("g", "goto", "Go to"),
-        Binding("n,right_square_bracket", "step(1)", "Next"),
-        Binding("p,left_square_bracket", "step(-1)", "Previous"),
-        Binding("r", "random_feature", "Random live"),
-        Binding("m", "more_contexts", "More contexts"),
-        Binding("t", "probe_context", "Probe context"),
-        Binding("e", "edit_entry", "Edit name"),
+        # Priority: the dialog opens as g arrives, so the id typed right after it goes there.
+        Binding("g", "goto", "Go to", tooltip="Go to a feature by id", priority=True),
+        Binding("n,right_square_bracket", "step(1)", "Next", tooltip="Next feature"),
+        Binding("p,left_square_bracket", "step(-1)", "Prev", tooltip="Previous feature"),
+        Binding("r", "random_feature", "Random", tooltip="A random live feature"),
+        Binding("m", "more_contexts", "More", tooltip="More contexts"),
+        Binding("t", "probe_context", "Probe", tooltip="Probe the selected context"),
+        Binding("e", "edit_entry", "Name", tooltip="Name this feature in the registry"),
         Binding("b", "build_index", "Resume index", show=False),
-        Binding("slash", "search", "Search"),
-        Binding("s", "steer", "Steer"),
-        Binding("a", "removal_effect", "Ablate on top contexts"),
+        Binding("slash", "search", "Search", tooltip="Search features by name, explanation or top tokens"),
+        Binding("s", "steer", "Steer", tooltip="Add this feature to the steer list (screen 5)"),
+        Binding("a", "removal_effect", "Ablate", show=False, tooltip="What happens when you remove it: ablate it on its top contexts"),
     ]
 
     def __init__(self) -> None:
@@ -75,13 +101,16 @@ class FeatureScreen(EngineScreen):
     # -- layout ---------------------------------------------------------------------------
 
     def compose_body(self) -> Iterable[Widget]:
+        # Contexts first: at 80x24 the name, density and the first contexts fit without
+        # scrolling; the histogram, output tokens and neighbours follow.
         with VerticalScroll(id="feature-body"):
             yield Static(Text("Loading the model...", style="dim"), id="feature-title")
             yield Static("", id="feature-description")
             yield Static("", id="feature-stats")
-            yield FeatureHistogram(id="feature-histogram")
             yield Static("", id="contexts-heading")
             yield OptionList(id="feature-contexts")
+            yield Static(Text("Activation histogram", style="bold"), id="histogram-heading")
+            yield FeatureHistogram(id="feature-histogram")
             yield Static("", id="feature-logits")
             yield Static(Text("Nearest features by decoder cosine (enter opens one)", style="bold"), id="neighbours-heading")
             yield OptionList(id="feature-neighbours")
@@ -96,6 +125,7 @@ class FeatureScreen(EngineScreen):
             return
         if self.feature_id is None:
             self.feature_id = 0
+        self._show_pending()
         self._load_page()
         self.action_build_index()
 
@@ -190,6 +220,21 @@ class FeatureScreen(EngineScreen):
         if self._mounted:
             self._load_page(reset=True)
 
+    def _show_pending(self) -> None:
+        """The title while a page is on its way: the model is loaded, the worker may be busy."""
+        if self.page is not None or self.feature_id is None:
+            return
+        session = self.engine.session
+        title = Text()
+        title.append(f"Feature {self.feature_id}", Style(bold=True))
+        if session is not None:
+            title.append(f" of {session.d_sae:,}", Style(dim=True))
+        busy = self.app.job_progress
+        # The page is read between two steps of the engine's current work, if any.
+        waiting = f" · reading its page after the current step of {busy.label}" if busy is not None and not busy.finished else " · reading its page"
+        title.append_text(literal(waiting, style="dim"))
+        self.query_one("#feature-title", Static).update(title)
+
     def _load_page(self, reset: bool = False) -> None:
         if self.feature_id is None or not self.app.is_ready:
             return
@@ -225,18 +270,26 @@ class FeatureScreen(EngineScreen):
         if name:
             title.append(" · ")
             title.append_text(literal(name, style="bold cyan"))
+        elif getattr(self.app, "registry", None) is not None:
+            title.append(" · unnamed (e names it)", Style(dim=True))
         if stats is not None and stats.partial:
             title.append("  ")
             total = stats.n_contexts * (index.context_len - index.first_position) if index else 0
             title.append(f" PARTIAL: {stats.tokens:,} of {total:,} tokens indexed ", Style(bold=True, color="black", bgcolor="yellow"))
         self.query_one("#feature-title", Static).update(title)
-        self.query_one("#feature-description", Static).update(self._description(fid))
+        description = self._description(fid)
+        described = self.query_one("#feature-description", Static)
+        described.update(description)
+        described.display = bool(description.plain)
         self.query_one("#feature-stats", Static).update(self._stats_text(page))
         histogram = self.query_one(FeatureHistogram)
+        fires = stats is not None and stats.fires
         if stats is not None and stats.fires:
             histogram.show(stats.histogram, histogram_edges(), stats.max_activation)
         else:
             histogram.show(None, None)
+        histogram.display = fires
+        self.query_one("#histogram-heading", Static).display = fires
         self._render_contexts(page, reset)
         self.query_one("#feature-logits", Static).update(self._logits_text(page))
         self._render_neighbours(page, reset)
@@ -247,7 +300,7 @@ class FeatureScreen(EngineScreen):
         registry = getattr(self.app, "registry", None)
         entry = registry.get(fid) if registry is not None else None
         if not entry:
-            return Text("not in the registry (e names it)", style="dim") if registry is not None else Text("")
+            return Text("")  # the title says "unnamed (e names it)"
         out = Text()
         description = entry.get("description")
         if isinstance(description, str) and description.strip():
@@ -259,6 +312,7 @@ class FeatureScreen(EngineScreen):
         return out
 
     def _stats_text(self, page: FeaturePage) -> Text:
+        """Two short lines: what the index says of the feature, and what the index is."""
         stats = page.stats
         index = self.index
         out = Text()
@@ -266,31 +320,34 @@ class FeatureScreen(EngineScreen):
             if self.build_error:
                 out.append_text(literal(f"No feature index: {self.build_error}", style="red"))
             else:
-                out.append("No feature index yet: it is being built (x cancels). Decoder facts below need none.", Style(dim=True))
+                job, busy = self.build_job, self.app.job_progress
+                if job is not None and job.last is None and busy is not None and not busy.finished:
+                    # One long job runs at a time: the build waits for the one running.
+                    when = literal(f"it is built once the {busy.label} ends", style="dim")
+                else:
+                    when = Text("it is being built (x cancels)", style="dim")
+                out.append("No feature index yet: ", Style(dim=True))
+                out.append_text(when)
+                out.append(". Decoder facts below need none.", Style(dim=True))
             return out
         if not stats.fires:
             where = "so far " if stats.partial else ""
             out.append(f"Never fired {where}on the {stats.tokens:,} indexed tokens", Style(bold=True, color="red"))
-            out.append(" (dead here). Its decoder facts below still apply.\n", Style(dim=True))
+            out.append(" (dead here; its decoder facts below still apply)\n", Style(dim=True))
         else:
             out.append("density ", Style(dim=True))
             out.append(f"{stats.density:.3%}", Style(bold=True))
-            out.append(f" ({stats.count:,} of {stats.tokens:,} tokens)  ", Style(dim=True))
+            out.append(f" ({stats.count:,} of {stats.tokens:,} tokens) · ", Style(dim=True))
             out.append("max ", Style(dim=True))
             out.append(f"{stats.max_activation:.4g}", Style(bold=True, color="orange1"))
-            out.append("  mean when firing ", Style(dim=True))
+            out.append(" · mean when firing ", Style(dim=True))
             out.append(f"{stats.mean_activation:.4g}")
-            out.append(f"  steer: s clamps to {2 * stats.max_activation:.3g} (2x max)\n", Style(dim=True))
+            out.append(f" · s steers at {2 * stats.max_activation:.3g} (2x max)\n", Style(dim=True))
             removal = self.removal.get(stats.feature_id)
             if removal is not None:
                 out.append_text(removal_text(removal))
         if index is not None:
-            out.append_text(literal(f"{index.describe()}; budget {index.budget:,} tokens; decoder norm {page.decoder_norm:.3g}", style="dim"))
-        job = self.build_job
-        if job is not None and job.last is not None and job.last.unit == "tokens" and not job.cancelled:
-            # The job bar at the bottom may be cut at 80 columns: the rate and ETA are here too.
-            out.append("\n")
-            out.append_text(literal(f"{job.last.describe()} · x cancels", style="yellow"))
+            out.append_text(literal(index_line(index, report_budget(self.app)), style="dim"))
         return out
 
     def _render_contexts(self, page: FeaturePage, reset: bool) -> None:
@@ -306,7 +363,7 @@ class FeatureScreen(EngineScreen):
         contexts.display = True
         head = Text()
         head.append(f"Top contexts: {len(page.top)} of {len(stats.top)} kept", Style(bold=True))
-        head.append("  (m more, t probe)\n", Style(dim=True))
+        head.append("  (m more, t probe, up/down to pick)\n", Style(dim=True))
         head.append_text(legend(stats.max_activation))
         heading.update(head)
         options: list[Option] = []
@@ -330,7 +387,7 @@ class FeatureScreen(EngineScreen):
                 out.append_text(literal(effect.token or "∅", style=Style(bgcolor="grey23")))
                 out.append(f" {effect.value:+.3g}", Style(color=colour))
             out.append("\n")
-        out.append_text(literal(f"how: {page.logits.how}", style="dim italic"))
+        out.append_text(literal(f"how: {page.logits.how}; decoder norm {page.decoder_norm:.3g}", style="dim italic"))
         return out
 
     def _render_neighbours(self, page: FeaturePage, reset: bool) -> None:

@@ -35,7 +35,8 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
         # Keys bound to the same action (n and ], say) share one row.
         grouped: dict[str, tuple[list[str], str]] = {}
         for binding in own_bindings(node):
-            keys, _ = grouped.setdefault(binding.action, ([], binding.description or binding.action))
+            # The tooltip is the long form of a description kept short for the footer.
+            keys, _ = grouped.setdefault(binding.action, ([], binding.tooltip or binding.description or binding.action))
             key = app.get_key_display(binding)
             if key not in keys:
                 keys.append(key)

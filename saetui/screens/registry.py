@@ -30,6 +30,14 @@ from .edit_entry import SafeInput, editable, feature_density, restore
 CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
 
 
+def home_relative(path: Path) -> str:
+    """`path` with the home folder as ~ (the registry's path fits 80 columns)."""
+    try:
+        return str(Path("~") / Path(path).expanduser().relative_to(Path.home()))
+    except (ValueError, RuntimeError):
+        return str(path)
+
+
 class RegistryScreen(EngineScreen):
     CSS_PATH = "registry.tcss"
     BINDINGS = [
@@ -89,7 +97,7 @@ class RegistryScreen(EngineScreen):
 
     def _show_summary(self) -> None:
         summary = Text(f"{self.query_one(FeatureTable).row_count} of {len(self.registry)} named features · ")
-        summary.append_text(literal(str(self.registry.path), style="dim"))
+        summary.append_text(literal(home_relative(self.registry.path), style="dim"))
         if self.registry.read_only:
             summary.append("  READ-ONLY", style="bold red")
         self.query_one("#registry-summary", Static).update(summary)

@@ -27,7 +27,9 @@ from ..engine.evaluate import (
     registry_high_confidence,
     write_report_json,
 )
+from ..engine.index import default_budget
 from ..engine.report import EvaluationReport
+from ..engine.worker import Job, Progress
 from ..engine.rubric import DEFINITIONS
 from ..messages import RegistryChange
 from ..ui.report import advice_text, header_text, metrics_table, notes_text, score_text, token_features_text
@@ -68,6 +70,9 @@ class ReportScreen(EngineScreen):
         self.report: EvaluationReport | None = None
         self.budget: int | None = None
         self.running = False
+        # The evaluation this screen waits for (its progress is the job bar's while it runs).
+        self.job: Job | None = None
+        self.budget_asked = 0
 
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="report-body"):
@@ -93,7 +98,26 @@ class ReportScreen(EngineScreen):
         self.add_class("-no-report")
         self.app.registry_changed_signal.subscribe(self, self._registry_changed)
         self.query_one("#report-body").focus()
+        self.watch(self.app, "job_progress", self._follow_progress)
         self.run_worker(self._first_evaluation(), group="evaluate", exclusive=True)
+
+    def _follow_progress(self, progress: Progress | None) -> None:
+        """Until the first report: say what the engine is doing now, step by step."""
+        if self.report is None and progress is not None:
+            self.query_one("#report-score", Static).update(literal(self._waiting_line(progress)))
+
+    def _waiting_line(self, progress: Progress | None) -> str:
+        job = self.job
+        if job is None:
+            if self.running or progress is None:
+                return "Evaluating the SAE..."
+            # Opening: reading the SAE, loading the model, calibrating a threshold.
+            return "Opening the SAE: done" if progress.finished else f"Opening the SAE: {progress.label}..."
+        what = f"Evaluating the SAE on {self.budget_asked:,} tokens"
+        if job.last is None:
+            busy = f" after the {progress.label}" if progress is not None and not progress.finished else ""
+            return f"{what}: starting{busy} (x cancels)"
+        return f"{what}: {job.last.done:,} done (x cancels)"
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -109,16 +133,16 @@ class ReportScreen(EngineScreen):
 
     async def _evaluate(self, budget: int) -> None:
         self.running = True
+        self.budget_asked = budget
         session = self.app.session
+        high = registry_high_confidence(session, self.app.registry)
+        self.job = self.engine.start(f"evaluating {budget:,} tokens", evaluate, session, budget, True, high)
         if self.report is None:
-            self.query_one("#report-score", Static).update(
-                literal(f"Evaluating the SAE on up to {budget:,} tokens... (x cancels)")
-            )
+            self.query_one("#report-score", Static).update(literal(self._waiting_line(self.app.job_progress)))
         else:
             self._status_line(f"Recomputing on up to {budget:,} tokens... (x cancels)")
-        high = registry_high_confidence(session, self.app.registry)
         try:
-            report = await self.app.wait_job(self.engine.start(f"evaluating {budget:,} tokens", evaluate, session, budget, True, high))
+            report = await self.app.wait_job(self.job)
         except Cancelled:
             self.notify("Evaluation cancelled; nothing was cached. Press r to run it again.")
             if self.report is None:
@@ -131,8 +155,10 @@ class ReportScreen(EngineScreen):
             return
         finally:
             self.running = False
+            self.job = None
         self.report = report
         self.budget = report.budget
+        self.app.report_budget = report.budget
         self._show_report()
 
     def _error(self, exc: UserError) -> None:
@@ -188,11 +214,15 @@ class ReportScreen(EngineScreen):
                 again = "the dataset is used up"
             else:
                 again = f"r recompute on {report.budget * RECOMPUTE_FACTOR:,} tokens"
+            line.append_text(literal(budgets_line(report, self.app), style="italic"))
+            line.append("\n")
             line.append(f"d definitions · e export JSON · {again}", style="italic")
         self.query_one("#report-status", Static).update(line)
 
     def _render_features(self) -> None:
         report = self.report
+        if report is None:
+            return
         densest = self.query_one("#report-densest", FeatureTable)
         densest.show_features(
             (item.feature, [Text(f"{item.density:.2%}", justify="right")]) for item in report.feature_density.densest
@@ -204,6 +234,8 @@ class ReportScreen(EngineScreen):
         dead.border_title = f"dead features: {total:,}" + (f" (first {len(ids)})" if total > len(ids) else "")
         if total:
             dead.border_title += " (enter: open)"
+        # Dead on these tokens only: the feature screen's index counts on its own (larger) budget.
+        dead.border_subtitle = f"on the {report.settings.tokens_evaluated:,} evaluation tokens"
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -271,6 +303,19 @@ class ReportScreen(EngineScreen):
     def on_screen_resume(self) -> None:
         # Names (and high-confidence entries, which count as interpretable) may have changed.
         self._apply_registry()
+
+
+def budgets_line(report: EvaluationReport, app) -> str:
+    """The report's budget beside the feature index's: they count features on different tokens."""
+    line = f"This report: {report.settings.tokens_evaluated:,} tokens (budget {report.budget:,})"
+    session = app.engine.session
+    if session is None:
+        return line
+    index = session.index
+    budget = index.budget if index is not None else default_budget(session)
+    if budget != report.budget:
+        line += f"; the feature screen's index: budget {budget:,}, so a feature dead here may fire there"
+    return line
 
 
 def _definitions_text() -> Text:

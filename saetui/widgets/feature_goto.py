@@ -6,6 +6,7 @@ with that id; anything else says what is wrong under the box, and the dialog sta
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -41,7 +42,9 @@ class GotoFeature(ModalScreen[int | None]):
     BINDINGS = [Binding("escape", "close", "Close")]
     DEFAULT_CSS = """
     GotoFeature { align: center middle; }
-    GotoFeature > Vertical { width: 44; max-width: 100%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    GotoFeature > Vertical { width: 50; max-width: 100%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    GotoFeature > Vertical > Label { width: 100%; }
+    GotoFeature #goto-keys { color: $text-muted; }
     GotoFeature Input { width: 100%; }
     GotoFeature #goto-problem { color: $error; height: auto; display: none; }
     GotoFeature #goto-problem.-shown { display: block; }
@@ -53,12 +56,29 @@ class GotoFeature(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Feature id (0-{self.d_sae - 1}), enter to open, escape to close")
+            # Two short lines, so that the prompt fits whole in the 50-column box.
+            yield Label(f"Go to feature: an id from 0 to {self.d_sae - 1}", id="goto-prompt")
+            yield Label("enter opens it · escape closes", id="goto-keys")
             yield Input(placeholder="e.g. 42", id="goto-input", validators=[FeatureId(self.d_sae)], validate_on=["submitted"])
             yield Static("", id="goto-problem")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
+
+    async def on_key(self, event: events.Key) -> None:
+        # Keys typed in the same burst as the key that opened the dialog ("g17" enter) reach
+        # the dialog before its box has focus (focus is set after mounting): they are typed
+        # into the box here, in order, rather than lost.
+        box = self.query_one(Input)
+        if self.focused is box:
+            return
+        if event.is_printable and event.character:
+            event.stop()
+            box.insert_text_at_cursor(event.character)
+            box.focus()
+        elif event.key == "enter":
+            event.stop()
+            await box.action_submit()
 
     def _show_problem(self, problem: str) -> None:
         line = self.query_one("#goto-problem", Static)

@@ -21,10 +21,13 @@ def occupied_bins(counts: np.ndarray, edges: np.ndarray, max_activation: float) 
 
 
 class FeatureHistogram(Histogram):
-    """Tokens per activation bin (bins are log-spaced, so the axis is logarithmic)."""
+    """Tokens per activation bin (bins are log-spaced, so the axis is logarithmic).
+
+    Two rows of bars (eighth-blocks give 16 levels): compact enough to sit below the contexts.
+    """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(title="", bar_height=3, **kwargs)
+        super().__init__(title="", bar_height=2, **kwargs)
 
     def show(self, counts: np.ndarray | None, edges: np.ndarray | None, max_activation: float = 0.0) -> None:
         if counts is None or edges is None:

@@ -15,8 +15,10 @@ class JobStatus(Horizontal):
     DEFAULT_CSS = """
     JobStatus { height: 1; display: none; padding: 0 1; background: $boost; }
     JobStatus.-busy { display: block; }
-    JobStatus Label { width: 1fr; }
-    JobStatus ProgressBar { width: 30; }
+    JobStatus Label { width: auto; max-width: 1fr; }
+    /* The label (rate, ETA, cancel key) comes first; the bar takes what is left. */
+    JobStatus ProgressBar { width: 1fr; min-width: 8; margin-left: 1; }
+    JobStatus ProgressBar Bar { width: 1fr; }
     """
 
     def compose(self) -> ComposeResult:
@@ -37,7 +39,7 @@ class JobStatus(Horizontal):
         self.add_class("-busy")
         label = progress.describe()
         if not progress.finished:
-            label += "  (x: cancel)"
+            label += " · x cancels"
         self.query_one("#job-label", Label).update(label)
         self.query_one("#job-bar", ProgressBar).update(total=max(progress.total, 1), progress=progress.done)
 
