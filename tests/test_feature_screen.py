@@ -16,14 +16,14 @@ from textual.widgets import OptionList, Static
 from saetui.app import SaetuiApp
 from saetui.engine import index as index_mod
 from saetui.engine.engine import Engine, EngineSettings
+from saetui.screens.feature import FeatureScreen
+from saetui.widgets.feature_goto import GotoFeature
 
 
 def _index(app):
     """The feature index the app's session has open (None before any)."""
     session = app.engine.session
     return session.index if session is not None else None
-from saetui.screens.feature import FeatureScreen
-from saetui.widgets.feature_goto import GotoFeature
 
 # Short lines, so every 32-token window holds at least one of them whole.
 DANGEROUS = [

@@ -97,7 +97,7 @@ def test_good_feature_ids(engine):
 
 
 def test_dead_feature_page_still_has_decoder_facts(engine):
-    index = engine.job(build_index)
+    engine.job(build_index)  # the page reads the session's index
     page = engine(feature_page, DEAD)
     assert page.stats is not None and page.stats.count == 0 and not page.stats.fires
     assert page.top == [] and page.samples == []

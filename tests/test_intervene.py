@@ -328,7 +328,7 @@ def concept_features(demo):
         for d in docs:
             enc = inner(d["text"], add_special_tokens=False, return_offsets_mapping=True)
             for tid, (s, t) in zip(enc["input_ids"], enc["offset_mapping"]):
-                label = next((CONCEPTS.index(l) for a, b, l in d["spans"] if s < b and t > a), -1)
+                label = next((CONCEPTS.index(concept) for a, b, concept in d["spans"] if s < b and t > a), -1)
                 stream.append(tid)
                 labels.append(label)
             stream.append(tok.eos_token_id)
@@ -391,7 +391,7 @@ def test_ablating_a_concept_feature_changes_predictions_where_it_fires(demo, con
     info = concept_features["geography"]
     f = info["feature"]
     with open(demo_corpus_path(), encoding="utf-8") as fh:
-        texts = [d["text"] for d in map(json.loads, fh) if any(l == "geography" for *_, l in d["spans"])][:40]
+        texts = [d["text"] for d in map(json.loads, fh) if any(concept == "geography" for *_, concept in d["spans"])][:40]
     firing_kl, quiet_kl, before = [], [], []
     for text in texts:
         eff = demo(text_effects, text, [Intervention(f, "ablate")])

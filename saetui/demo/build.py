@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import shutil
 import sys
@@ -632,7 +631,7 @@ def build_small_sae(out: Path) -> dict:
     small_cfg = dict(cfg, **SMALL_SAE)
     t = time.time()
     w = train_sae(small_cfg, x_train, seed + SMALL_SAE_SEED_OFFSET)
-    labels = np.concatenate([np.append(l, -1) for l in token_labels(tok, held_docs)])
+    labels = np.concatenate([np.append(doc_labels, -1) for doc_labels in token_labels(tok, held_docs)])
     n_ctx_eval = len(x_eval) // (cfg["ctx"] - 1)
     labels = labels[: n_ctx_eval * (cfg["ctx"] - 1)]
     small = save_small_sae(out / SMALL_SAE_DIR, small_cfg, w, x_eval, labels, layer, component,
@@ -738,7 +737,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
         f"cos {stats['cosine_similarity']:.4f}, MSE {stats['mse']:.5f}, L0 {stats['l0']:.2f}, "
         f"dead strict {stats['dead_strict_fraction']:.1%}, practical {stats['dead_practical_fraction']:.1%}")
 
-    labels = np.concatenate([np.append(l, -1) for l in token_labels(tok, held_docs)])
+    labels = np.concatenate([np.append(doc_labels, -1) for doc_labels in token_labels(tok, held_docs)])
     n_ctx_eval = len(x_eval) // (cfg["ctx"] - 1)
     labels = labels[: n_ctx_eval * (cfg["ctx"] - 1)]
     concepts = concept_report(z[: len(labels)], labels)
