@@ -78,6 +78,7 @@ class FeatureScreen(EngineScreen):
         with VerticalScroll(id="feature-body"):
             yield Static(Text("Loading the model...", style="dim"), id="feature-title")
             yield Static("", id="feature-description")
+            yield Static("", id="feature-family")
             yield Static("", id="feature-stats")
             yield FeatureHistogram(id="feature-histogram")
             yield Static("", id="contexts-heading")
@@ -231,6 +232,7 @@ class FeatureScreen(EngineScreen):
             title.append(f" PARTIAL: {stats.tokens:,} of {total:,} tokens indexed ", Style(bold=True, color="black", bgcolor="yellow"))
         self.query_one("#feature-title", Static).update(title)
         self.query_one("#feature-description", Static).update(self._description(fid))
+        self.query_one("#feature-family", Static).update(self._family(fid))
         self.query_one("#feature-stats", Static).update(self._stats_text(page))
         histogram = self.query_one(FeatureHistogram)
         if stats is not None and stats.fires:
@@ -257,6 +259,17 @@ class FeatureScreen(EngineScreen):
             out.append("  confidence: ", Style(dim=True))
             out.append_text(literal(confidence))
         return out
+
+    def _family(self, fid: int) -> Text:
+        """Its cluster and siblings, once the session is clustered (the clusters screen, key 6)."""
+        from ..engine.clusters import feature_family
+        from ..ui.feature_map import family_line
+
+        session = self.engine.session
+        if session is None or session.clusters is None:
+            return Text("")
+        cluster, siblings = feature_family(session.clusters, fid)
+        return family_line(cluster, siblings, {f: name for f in siblings if (name := self.app.feature_name(f))})
 
     def _stats_text(self, page: FeaturePage) -> Text:
         stats = page.stats
