@@ -96,6 +96,7 @@ def test_only_live_features_are_clustered_and_ids_are_kept():
     result = drive(cluster_directions(x, live, neighbours=6, seed=0))
     assert sorted(f for c in result.clusters for f in c.members) == live.tolist()
     assert result.n_dead == 5 and result.cluster_of(92) is None
+    assert result.live_cluster_ids().tolist() == [result.cluster_of(int(f)).id for f in live]  # the map's colours
     cluster, siblings = feature_family(result, 0, n_siblings=3)
     assert cluster is result.cluster_of(0) and len(siblings) == 3 and 0 not in siblings
     assert all(truth[s] == truth[0] for s in siblings)

@@ -118,6 +118,10 @@ class Clustering:
         cid = self._of.get(int(feature_id))
         return None if cid is None else self._by_id[cid]
 
+    def live_cluster_ids(self) -> np.ndarray:
+        """The cluster id of each live feature, in `live` order (the map's colours)."""
+        return np.array([self._of[int(f)] for f in self.live], dtype=np.int64)
+
     def to_json(self) -> dict[str, Any]:
         return {"clusters": [c.to_json() for c in self.clusters]}
 
@@ -578,7 +582,7 @@ def compute_clusters(
 def cached_clusters(session: "Session", index: "FeatureIndex | None" = None, *, names: dict[int, str] | None = None, **params: Any) -> Clustering | None:
     """The cached clustering for these settings (defaults as in `compute_clusters`), or None;
     never computes, and leaves `session.clusters` as it is."""
-    full = dict(neighbours=DEFAULT_NEIGHBOURS, seed=DEFAULT_SEED, resolution=DEFAULT_RESOLUTION,
+    full: dict[str, Any] = dict(neighbours=DEFAULT_NEIGHBOURS, seed=DEFAULT_SEED, resolution=DEFAULT_RESOLUTION,
                 min_similarity=DEFAULT_MIN_SIMILARITY, coactivation_weight=DEFAULT_COACTIVATION_WEIGHT,
                 cofiring_weight=DEFAULT_COFIRING_WEIGHT, decoder_weight=DEFAULT_DECODER_WEIGHT,
                 cofiring_tokens=COFIRING_TOKENS)
@@ -641,7 +645,7 @@ def synthetic_decoder(n_features: int = 32768, d_model: int = 2048, family_size:
     return out
 
 
-def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int = 0, neighbours: int = DEFAULT_NEIGHBOURS) -> dict[str, float]:
+def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int = 0, neighbours: int = DEFAULT_NEIGHBOURS) -> dict[str, Any]:
     """Cluster all features of a synthetic decoder (`synthetic_decoder`: planted families of
     16) with the default parameters, decoder geometry only (what an index adds is a dict of
     shared-token counts). Returns the clustering's seconds (making the decoder excluded) and

@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -83,6 +82,7 @@ class ClustersScreen(EngineScreen):
         self.sort = SORTS[0]
         self.error: str | None = None
         self._members_for: int | None = None
+        self._cancelled = False
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="clusters-body"):
@@ -102,6 +102,14 @@ class ClustersScreen(EngineScreen):
         table.focus()
         self.app.registry_changed_signal.subscribe(self, self._registry_changed)
         self.run_worker(self._load, group="clusters", exclusive=True)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        if self.clustering is None and self._cancelled:
+            # Cancelled (x) earlier: coming back starts again (the index build resumes).
+            self.error, self._cancelled = None, False
+            self.query_one("#clusters-summary", Static).update(Text("Clustering the features…"))
+            self.run_worker(self._load, group="clusters", exclusive=True)
 
     # -- computing ---------------------------------------------------------------------------
 
@@ -142,6 +150,7 @@ class ClustersScreen(EngineScreen):
                 self.clustering = await self.app.wait_job(job)
         except Cancelled:
             self.error = "Clustering cancelled: switch screens and back to start again"
+            self._cancelled = True
         except UserError as exc:
             self.error = exc.one_line()
         if self.error:
@@ -155,8 +164,7 @@ class ClustersScreen(EngineScreen):
     def _show_map(self) -> None:
         c = self.clustering
         assert c is not None
-        point_clusters = np.array([c.cluster_of(int(f)).id for f in c.live], dtype=np.int64)
-        self.query_one(FeatureMap).set_points(c.map_xy, point_clusters, c.live)
+        self.query_one(FeatureMap).set_points(c.map_xy, c.live_cluster_ids(), c.live)
 
     def matching_clusters(self) -> list:
         c = self.clustering
