@@ -11,23 +11,22 @@ import pytest
 
 from saetui.cli import main
 from saetui.engine.clusters import (
-    Clustering,
+    cached_clusters,
     cluster_directions,
-    clusters_for,
     cohesion_of,
     coactivation_pairs,
+    compute_clusters,
     feature_family,
     knn_blockwise,
     label_clusters,
     pca_2d,
-    run_progress,
     unit_rows,
 )
-from saetui.engine.engine import Engine, EngineSettings
 from saetui.engine.index import build_index
+from saetui.engine.worker import drive
 from saetui.ui.feature_map import BRAILLE_BASE, CURRENT_MARK, braille_char, render_map
 
-from support import HIDDEN, write_sae
+from support import HIDDEN, open_session, write_sae
 
 CONTEXT = "48"
 BUDGET = str(48 * 24)
@@ -74,7 +73,7 @@ def test_knn_breaks_ties_by_smaller_id():
 
 def test_planted_groups_are_recovered():
     x, truth = planted(groups=12, per=20, d=48, noise=0.6)
-    result = run_progress(cluster_directions(x, np.arange(len(x)), neighbours=8, seed=0))
+    result = drive(cluster_directions(x, np.arange(len(x)), neighbours=8, seed=0))
     found = sorted(tuple(sorted(c.members)) for c in result.clusters)
     want = sorted(tuple(np.flatnonzero(truth == g).tolist()) for g in range(12))
     assert found == want
@@ -94,9 +93,10 @@ def test_only_live_features_are_clustered_and_ids_are_kept():
     x, truth = planted(groups=6, per=15, d=32, noise=0.5, seed=3)
     x = np.concatenate([x, np.zeros((5, 32), np.float32)])  # 5 dead features at the end
     live = np.arange(0, 90, dtype=np.int64)
-    result = run_progress(cluster_directions(x, live, neighbours=6, seed=0))
+    result = drive(cluster_directions(x, live, neighbours=6, seed=0))
     assert sorted(f for c in result.clusters for f in c.members) == live.tolist()
     assert result.n_dead == 5 and result.cluster_of(92) is None
+    assert result.live_cluster_ids().tolist() == [result.cluster_of(int(f)).id for f in live]  # the map's colours
     cluster, siblings = feature_family(result, 0, n_siblings=3)
     assert cluster is result.cluster_of(0) and len(siblings) == 3 and 0 not in siblings
     assert all(truth[s] == truth[0] for s in siblings)
@@ -104,7 +104,7 @@ def test_only_live_features_are_clustered_and_ids_are_kept():
 
 def test_deterministic_with_a_seed():
     x, _ = planted(groups=10, per=12, d=16, noise=1.2, seed=5)  # overlapping groups: Louvain has choices
-    runs = [run_progress(cluster_directions(x, np.arange(len(x)), neighbours=5, seed=7)) for _ in range(2)]
+    runs = [drive(cluster_directions(x, np.arange(len(x)), neighbours=5, seed=7)) for _ in range(2)]
     assert [c.members for c in runs[0].clusters] == [c.members for c in runs[1].clusters]
     assert np.array_equal(runs[0].map_xy, runs[1].map_xy)
 
@@ -114,7 +114,7 @@ def test_coactivation_links_features_sharing_top_tokens():
     assert coactivation_pairs(tops, {10: 0, 11: 1, 12: 2}) == {(0, 1): 2}
     # co-activation alone joins two features whose decoders are orthogonal
     x = np.eye(8, dtype=np.float32)
-    result = run_progress(cluster_directions(x, np.arange(8), neighbours=2, coactivation={(0, 1): 20, (2, 3): 20}, top_k=20, min_similarity=0.5))
+    result = drive(cluster_directions(x, np.arange(8), neighbours=2, coactivation={(0, 1): 20, (2, 3): 20}, top_k=20, min_similarity=0.5))
     assert result.cluster_of(0) is result.cluster_of(1)
     assert result.cluster_of(2) is result.cluster_of(3)
     assert result.cluster_of(0) is not result.cluster_of(2)
@@ -128,7 +128,7 @@ def test_cohesion_of_small_cases():
 
 def test_labels_prefer_names_then_tokens():
     x, _ = planted(groups=2, per=5, d=8, noise=0.1)
-    result = run_progress(cluster_directions(x, np.arange(10), neighbours=3))
+    result = drive(cluster_directions(x, np.arange(10), neighbours=3))
     for c in result.clusters:
         c.token_label = "tok"
     first = result.clusters[0]
@@ -172,11 +172,10 @@ def test_braille_map_draws_points_marks_and_the_current_feature():
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_setup):
-    eng = Engine(EngineSettings(sae=tiny_setup["sae"], dataset=tiny_setup["dataset"], context_len=int(CONTEXT), max_tokens=int(BUDGET)))
-    eng.worker.call(eng.open)
-    yield eng
-    eng.close()
+def s(tiny_setup):
+    opened = open_session(sae=tiny_setup["sae"], dataset=tiny_setup["dataset"], context_len=int(CONTEXT), max_tokens=int(BUDGET))
+    yield opened
+    opened.close()
 
 
 def run(capsys, *argv):
@@ -194,28 +193,28 @@ def one_line_error(code, err, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_clusters_of_an_indexed_sae_are_cached_and_cover_the_live_features(engine):
-    index = build_index(engine)
-    first = engine.worker.call(clusters_for, engine, index, None, cofiring_tokens=48 * 8)
+def test_clusters_of_an_indexed_sae_are_cached_and_cover_the_live_features(s):
+    index = s.job(build_index)
+    first = s.job(compute_clusters, index, cofiring_tokens=48 * 8)
     live = index.live_features()
     assert not first.from_cache
     assert sorted(f for c in first.clusters for f in c.members) == sorted(live.tolist())
-    again = engine.worker.call(clusters_for, engine, index, None, cofiring_tokens=48 * 8, names={int(live[0]): "named"})
-    assert again.from_cache
+    assert s.session.clusters is first  # the session's, for the feature page and the clusters screen
+    again = s.job(compute_clusters, index, cofiring_tokens=48 * 8, names={int(live[0]): "named"})
+    assert again.from_cache and s.session.clusters is again
     assert [c.members for c in again.clusters] == [c.members for c in first.clusters]
     assert again.cluster_of(int(live[0])).label.startswith("named")
-    other = engine.worker.call(clusters_for, engine, index, None, cofiring_tokens=48 * 8, seed=3)
+    other = s.job(compute_clusters, index, cofiring_tokens=48 * 8, seed=3)
     assert not other.from_cache  # the seed is part of the key
-    # the feature page reads the cache only
-    from saetui.engine.clusters import cached_clusters
-
-    read = engine.worker.call(cached_clusters, engine, index, cofiring_tokens=48 * 8)
+    # reading the cache only: never computes, and leaves the session's clustering as it is
+    read = s(cached_clusters, index, cofiring_tokens=48 * 8)
     assert read is not None and [c.members for c in read.clusters] == [c.members for c in first.clusters]
-    assert engine.worker.call(cached_clusters, engine, index, cofiring_tokens=48 * 8, seed=99) is None
+    assert s(cached_clusters, index, cofiring_tokens=48 * 8, seed=99) is None
+    assert s.session.clusters is other
 
 
-def test_clusters_json_shape(capsys, tiny_setup, engine):
-    index = build_index(engine)
+def test_clusters_json_shape(capsys, tiny_setup, s):
+    index = s.job(build_index)
     code, out, err = run(capsys, "clusters", tiny_setup["sae"], "--dataset", tiny_setup["dataset"], "--context-len", CONTEXT,
                          "--max-tokens", BUDGET, "--json")
     assert code == 0, err

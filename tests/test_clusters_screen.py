@@ -66,6 +66,14 @@ async def test_clusters_screen(tiny_setup, tmp_path):
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, FeatureScreen), "feature screen")
         await wait_until(pilot, lambda: getattr(app.screen, "feature_id", None) == target, "feature shown")
+        # the clustering is the session's: the feature page names the feature's cluster and siblings
+        assert app.session.clusters is clustering
+        family = app.screen.query_one("#feature-family", Static)
+        cluster = clustering.cluster_of(target)
+        await wait_until(pilot, lambda: f"cluster {cluster.id} · " in str(family.render()), "family line")
+        siblings = [f for f in cluster.members if f != target][:8]
+        if siblings:
+            assert "siblings: " + str(siblings[0]) in str(family.render())
 
 
 async def test_clusters_screen_shows_a_bad_input_line(tiny_setup, tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from saetui.cli import main
 from saetui.engine.clusters import Cluster, Clustering
 from saetui.engine.compare import PairCorrelation, best_matches, compare_saes, family_changes
-from saetui.engine.clusters import run_progress
 from saetui.engine.sae import load_sae
+from saetui.engine.worker import drive
 
 from support import HIDDEN, write_sae
 
@@ -63,13 +63,13 @@ def test_sketched_matching_recovers_a_noisy_permutation():
 def test_an_sae_against_itself_and_a_permuted_copy(tiny_setup, tmp_path):
     src = Path(tiny_setup["sae"])
     sae = load_sae(src)
-    same = run_progress(compare_saes(sae, load_sae(src)))
+    same = drive(compare_saes(sae, load_sae(src)))
     assert np.array_equal(same.a_best, same.a_live)
     assert np.allclose(same.a_similarity, 1.0, atol=1e-5)
     assert same.found_fraction == 1.0 and same.unique_a == [] and same.unique_b == []
     perm = np.random.default_rng(4).permutation(sae.d_sae)
     copy = load_sae(permuted_copy(src, tmp_path / "perm.mlx", perm))
-    result = run_progress(compare_saes(sae, copy))
+    result = drive(compare_saes(sae, copy))
     assert np.array_equal(result.a_best, perm[result.a_live])  # the permutation is recovered
     assert np.allclose(result.a_similarity, 1.0, atol=1e-5)
     assert np.array_equal(result.b_best, np.argsort(perm)[result.b_live])
@@ -84,7 +84,7 @@ def test_unique_features_and_found_fraction():
     eye = np.eye(6, dtype=np.float32)
     a = eye[[0, 1, 2, 3]]
     b = np.stack([eye[0], eye[1], (eye[2] + eye[4]) / np.sqrt(2), eye[5]])  # 2 is half there, 3 missing
-    r = run_progress(compare_saes(Dec(a), Dec(b), threshold=0.75))  # 2 matches at cos 0.707
+    r = drive(compare_saes(Dec(a), Dec(b), threshold=0.75))  # 2 matches at cos 0.707
     assert r.a_best.tolist()[:2] == [0, 1]
     assert r.unique_a == [2, 3] and r.found_fraction == 0.5
     assert r.unique_b == [2, 3]

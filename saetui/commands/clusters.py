@@ -9,15 +9,19 @@ is one, else built now (progress on stderr); the clustering is cached too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..engine.clusters import DEFAULT_NEIGHBOURS, DEFAULT_RESOLUTION, DEFAULT_SEED, Clustering, clusters_for
+from ..engine.clusters import DEFAULT_NEIGHBOURS, DEFAULT_RESOLUTION, DEFAULT_SEED, Clustering, compute_clusters
 from ..engine.errors import UserError
-from ..engine.worker import Job
-from ..ui.safe_text import visible
-from .top_texts import StderrProgress, feature_names, print_notes
+from ..ui.progress import cli_progress
+from ..ui.safe_text import dumps_json_safe, visible
+from .top_texts import feature_names, print_notes
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine, EngineSettings
+    from ..engine.index import FeatureIndex
+    from ..engine.session import Session
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +43,9 @@ def check_cluster_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--resolution {args.resolution} must be positive", "Use e.g. 1.0 (more clusters above, fewer below)")
 
 
-def use_demo_defaults(settings: Any) -> None:
+def use_demo_defaults(settings: "EngineSettings") -> None:
     """A demo SAE named by its path (the bundled one, or the second, smaller one) reads the
-    demo's corpus with the demo's index budget, as `saetui` with no SAE does."""
+    demo's corpus with the demo's index budget, as `saetui` with no SAE does (before opening)."""
     from ..demo import demo_corpus_path, is_demo_sae
     from ..engine.index import DEMO_BUDGET
 
@@ -53,53 +57,37 @@ def use_demo_defaults(settings: Any) -> None:
         settings.max_tokens = DEMO_BUDGET
 
 
-def index_for(engine: Any, label: str = "indexing") -> Any:
-    """The engine's complete feature index, cached or built now with progress on stderr."""
-    from ..engine.errors import Cancelled
+def index_for(engine: "Engine", session: "Session", label: str = "indexing") -> "FeatureIndex":
+    """The session's complete feature index, cached or built now (progress on stderr; Ctrl-C
+    checkpoints the build, and the next run resumes it)."""
     from ..engine.index import DEFAULT_TOP_K, build_index, default_budget
 
-    progress = StderrProgress()
     notes: list[str] = []
-    job = Job(label, progress)
-    pending = engine.worker.submit(build_index, engine, default_budget(engine), DEFAULT_TOP_K, job, None, notes)
-    try:
-        index = pending.result()
-    except KeyboardInterrupt:
-        job.cancel()
-        try:
-            pending.result()
-        except Cancelled:
-            pass
-        raise
-    finally:
-        progress.close()
+    with cli_progress() as progress:
+        index = engine.call_job(label, build_index, session, default_budget(session), DEFAULT_TOP_K, None, notes, on_progress=progress)
     print_notes(notes)
     return index
 
 
-def clustering_for(engine: Any, args: argparse.Namespace, label: str = "clustering") -> Clustering:
+def clustering_for(engine: "Engine", args: argparse.Namespace, label: str = "clustering") -> Clustering:
     """Open the engine, check the neighbour count against the SAE, index, cluster."""
-    engine.worker.call(engine.open, Job("loading"))
-    d_sae = int(engine.sae.d_sae)
+    session = engine.call_job("loading", engine.opening)
+    d_sae = session.d_sae
     if args.neighbours >= d_sae:
         raise UserError(f"The SAE has {d_sae:,} features, not more than the {args.neighbours} neighbours each feature is linked to",
                         f"Use --neighbours {max(1, d_sae - 1)} or fewer")
-    index = index_for(engine)
-    progress = StderrProgress()
-    try:
-        return engine.worker.call(clusters_for, engine, index, Job(label, progress), names=feature_names(engine),
-                                  neighbours=args.neighbours, seed=args.seed, resolution=args.resolution)
-    finally:
-        progress.close()
+    index = index_for(engine, session)
+    with cli_progress() as progress:
+        return engine.call_job(label, compute_clusters, session, index, names=feature_names(engine),
+                               neighbours=args.neighbours, seed=args.seed, resolution=args.resolution, on_progress=progress)
 
 
-def run(args: argparse.Namespace, engine) -> int:
+def run(args: argparse.Namespace, engine: "Engine") -> int:
     check_cluster_arguments(args)
     use_demo_defaults(engine.settings)
     clustering = clustering_for(engine, args)
     if args.json:
-        json.dump(clustering.to_json(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(dumps_json_safe(clustering.to_json(), indent=2) + "\n")
         return 0
     multi = [c for c in clustering.clusters if c.size > 1]
     singles = len(clustering.clusters) - len(multi)

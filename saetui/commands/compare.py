@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.compare import DEFAULT_THRESHOLD, FAMILY_THRESHOLD, PairCorrelation, check_comparable, compare_saes
-from ..engine.clusters import run_progress
-from ..engine.errors import UserError
-from ..engine.worker import Job
-from ..ui.safe_text import visible
 from ..demo import is_demo_sae
+from ..engine.compare import (
+    CORRELATION_TOKENS,
+    DEFAULT_THRESHOLD,
+    FAMILY_THRESHOLD,
+    check_comparable,
+    compare_saes,
+    materialise_sae,
+    pair_correlations,
+)
+from ..engine.errors import UserError
+from ..ui.progress import cli_progress
+from ..ui.safe_text import dumps_json_safe, visible
 from .clusters import add_cluster_arguments, check_cluster_arguments, clustering_for, use_demo_defaults
-from .top_texts import StderrProgress
 
-CORRELATION_TOKENS = 32_768
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
+    from ..engine.report import EvaluationReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_arguments(parser)
 
 
-def run(args: argparse.Namespace, engine) -> int:
+def run(args: argparse.Namespace, engine: "Engine") -> int:
     from ..cli import engine_settings
     from ..engine.engine import Engine
 
@@ -60,24 +67,30 @@ def run(args: argparse.Namespace, engine) -> int:
         engine_b.close()
 
 
-def _run(args: argparse.Namespace, engine_a, engine_b) -> int:
-    sae_a = engine_a.worker.call(engine_a.open_sae)
-    sae_b = engine_b.worker.call(engine_b.open_sae)
-    check_comparable(sae_a, sae_b, engine_a.model_name, engine_b.model_name)
+def _run(args: argparse.Namespace, engine_a: "Engine", engine_b: "Engine") -> int:
+    # Both SAEs read (cheap) and checked against each other before any model loads.
+    engine_a.call(engine_a.read_sae)
+    engine_b.call(engine_b.read_sae)
+    check_comparable(engine_a.sae, engine_b.sae, engine_a.model_name, engine_b.model_name)
     clusters_a = clustering_for(engine_a, args, "clustering A")
     clusters_b = clustering_for(engine_b, args, "clustering B")
-    result = run_progress(compare_saes(sae_a, sae_b, clusters_a.live, clusters_b.live, clusters_a=clusters_a,
-                                       clusters_b=clusters_b, threshold=args.threshold))
-    same_hook = engine_a.hook == engine_b.hook
-    if same_hook:
-        result.correlations = engine_a.worker.call(_correlations, engine_a, engine_b, result.a_live, result.a_best)
-    reports: dict[str, Any] = {}
+    session_a, session_b = engine_a.require_session(), engine_b.require_session()
+    sae_a, sae_b = session_a.sae, session_b.sae
+    engine_b.call(materialise_sae, sae_b)  # A's worker reads B from here on
+    with cli_progress() as progress:
+        result = engine_a.call_job("comparing", compare_saes, sae_a, sae_b, clusters_a.live, clusters_b.live,
+                                   clusters_a=clusters_a, clusters_b=clusters_b, threshold=args.threshold, on_progress=progress)
+        if session_a.hook == session_b.hook:
+            # A's worker reads the activations once; both SAEs encode them.
+            result.correlations = engine_a.call_job("correlating", pair_correlations, session_a, session_b,
+                                                    result.a_live, result.a_best, on_progress=progress)
+    reports: dict[str, EvaluationReport] = {}
     if not args.no_reports:
         reports = {"a": _report(engine_a, args, "evaluating A"), "b": _report(engine_b, args, "evaluating B")}
     a_name, b_name = str(engine_a.sae_path), str(engine_b.sae_path)
     if args.json:
-        json.dump(result.to_json(a_name, b_name, reports), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        payload = result.to_json(a_name, b_name, {side: report.to_json() for side, report in reports.items()})
+        sys.stdout.write(dumps_json_safe(payload, indent=2) + "\n")
         return 0
     print(f"A: {visible(a_name)}  ({sae_a.d_sae:,} features, k {sae_a.k}, {len(result.a_live):,} live, {len(clusters_a.clusters):,} clusters)")
     print(f"B: {visible(b_name)}  ({sae_b.d_sae:,} features, k {sae_b.k}, {len(result.b_live):,} live, {len(clusters_b.clusters):,} clusters)")
@@ -101,28 +114,24 @@ def _run(args: argparse.Namespace, engine_a, engine_b) -> int:
     for s in result.splits[:10]:
         print(f"  split  A#{s['a_cluster']} {visible(s['a_label'])!s:.40} -> B " + ", ".join(f"#{c}" for c in s["b_clusters"]))
     for m in result.merges[:10]:
-        print(f"  merge  A " + ", ".join(f"#{c}" for c in m["a_clusters"]) + f" -> B#{m['b_cluster']} {visible(m['b_label'])!s:.40}")
+        print("  merge  A " + ", ".join(f"#{c}" for c in m["a_clusters"]) + f" -> B#{m['b_cluster']} {visible(m['b_label'])!s:.40}")
     order = np.argsort(-result.a_similarity, kind="stable")
     print("\nBest matches (A -> B, cosine): " + ", ".join(
         f"{result.a_live[i]}->{result.a_best[i]} {result.a_similarity[i]:.2f}" for i in order[:8]))
     return 0
 
 
-def _report(engine, args: argparse.Namespace, label: str) -> dict[str, Any]:
+def _report(engine: "Engine", args: argparse.Namespace, label: str) -> "EvaluationReport":
     from ..engine.evaluate import DEFAULT_EVAL_TOKENS, evaluate
 
     # --max-tokens when given, else the report's own default (not the demo's index budget)
     budget = args.max_tokens or DEFAULT_EVAL_TOKENS
-    progress = StderrProgress()
-    try:
-        report = engine.worker.call(evaluate, engine, budget, Job(label, progress), True)
-    finally:
-        progress.close()
-    return report.to_json()
+    with cli_progress() as progress:
+        return engine.call_job(label, evaluate, engine.require_session(), budget, True, on_progress=progress)
 
 
-def _print_reports(reports: dict[str, Any]) -> None:
-    from ..engine.evaluate import summary_rows
+def _print_reports(reports: dict[str, "EvaluationReport"]) -> None:
+    from ..ui.report import summary_rows
 
     rows_a, rows_b = summary_rows(reports["a"]), summary_rows(reports["b"])
     print(f"\n{'metric':<24}  {'A':>26}  {'B':>26}")
@@ -130,14 +139,3 @@ def _print_reports(reports: dict[str, Any]) -> None:
         if ra.label != rb.label:
             continue
         print(f"{ra.label:<24}  {ra.value:>26}  {rb.value:>26}")
-
-
-def _correlations(engine_a, engine_b, a_ids: np.ndarray, b_ids: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each matched pair's activations on the same tokens (BOS excluded)."""
-    corpus = engine_a.corpus(CORRELATION_TOKENS)
-    first = corpus.first_position
-    acc = PairCorrelation(a_ids, b_ids)
-    for _, _, acts in engine_a.iter_activations(corpus):
-        acts = acts[:, first:, :]
-        acc.add(engine_a.encode(acts), engine_b.encode(acts))
-    return acc.values()

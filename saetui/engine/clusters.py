@@ -28,6 +28,8 @@ randomized subspace iteration (a few (n x d) @ (d x 8) products, no d x d or n x
 
 Results are cached (engine/cache.py) keyed by the index's key, the SAE's hash and the
 parameters; names are applied after loading, so renaming a feature needs no recompute.
+The clustering last computed belongs to the session (`session.clusters`), so the feature
+page and the clusters screen share it.
 """
 
 from __future__ import annotations
@@ -35,14 +37,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import mlx.core as mx
 import numpy as np
 
 from . import cache
 from .errors import UserError
-from .worker import Job, Progress
+from .worker import LongWork, Progress
+
+if TYPE_CHECKING:
+    from .index import FeatureIndex
+    from .session import Session
 
 CLUSTERS_FORMAT = 2
 DEFAULT_NEIGHBOURS = 10
@@ -111,6 +117,10 @@ class Clustering:
         """The cluster of a feature (None for a dead one)."""
         cid = self._of.get(int(feature_id))
         return None if cid is None else self._by_id[cid]
+
+    def live_cluster_ids(self) -> np.ndarray:
+        """The cluster id of each live feature, in `live` order (the map's colours)."""
+        return np.array([self._of[int(f)] for f in self.live], dtype=np.int64)
 
     def to_json(self) -> dict[str, Any]:
         return {"clusters": [c.to_json() for c in self.clusters]}
@@ -251,7 +261,7 @@ def pca_2d(unit: mx.array, seed: int = DEFAULT_SEED, iterations: int = 6) -> np.
 # -- co-activation from the index -----------------------------------------------------------------
 
 
-def top_tokens(index: Any, features: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
+def top_tokens(index: "FeatureIndex", features: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
     """Each feature's kept top activations as (context id, position, token id), strongest first
     (FeatureIndex.feature(f).top)."""
     out: dict[int, list[tuple[int, int, int]]] = {}
@@ -285,14 +295,13 @@ def coactivation_pairs(tops: dict[int, list[tuple[int, int, int]]], positions: d
 # -- co-firing over tokens ---------------------------------------------------------------------------
 
 
-def cofiring_correlation(session: Any, live: np.ndarray, max_tokens: int = 32_768, window: int = 2) -> Generator[Progress, None, mx.array | None]:
+def cofiring_correlation(session: "Session", live: np.ndarray, max_tokens: int = 32_768, window: int = 2) -> LongWork[mx.array | None]:
     """Correlation over tokens between the live features' activations, each max-pooled over
     +-`window` tokens (features of one phrase fire on neighbouring tokens, not always the same
     one): (n_live, n_live) float32, from one pass over `max_tokens` of the session's corpus.
     Exact (a d_sae x d_sae sum of products), so only for SAEs up to COFIRING_MAX_FEATURES;
-    None for larger ones or without a model."""
-    d_sae = int(session.sae.d_sae)
-    if d_sae > COFIRING_MAX_FEATURES or getattr(session, "runner", None) is None:
+    None for larger ones."""
+    if session.d_sae > COFIRING_MAX_FEATURES:
         return None
     started = time.perf_counter()
     corpus = session.corpus(max_tokens)
@@ -305,7 +314,7 @@ def cofiring_correlation(session: Any, live: np.ndarray, max_tokens: int = 32_76
     done = 0
     total = corpus.n_tokens
     for _, tokens, acts in session.iter_activations(corpus):
-        z = session.encode(acts[:, first:, :]) if hasattr(session, "encode") else session.sae.encode(acts[:, first:, :])
+        z = session.encode(acts[:, first:, :])
         z = z[:, :, live_mx].astype(mx.float32)
         pooled = z
         for shift in range(1, window + 1):
@@ -363,7 +372,7 @@ def cluster_directions(
     cofiring_weight: float = DEFAULT_COFIRING_WEIGHT,
     decoder_weight: float = DEFAULT_DECODER_WEIGHT,
     block: int = DEFAULT_BLOCK,
-) -> Generator[Progress, None, Clustering]:
+) -> LongWork[Clustering]:
     """Cluster the `live` rows of `directions` (d_sae, d_model). `coactivation`: shared top
     tokens per pair of graph positions (see `coactivation_pairs`). Yields progress; returns the
     Clustering (labels empty: see `label_clusters`)."""
@@ -487,23 +496,10 @@ def label_clusters(clustering: Clustering, names: dict[int, str] | None = None) 
 # -- the session-facing computation ------------------------------------------------------------
 
 
-def clusters_cache_parts(session: Any, index: Any, **params: Any) -> dict[str, Any]:
-    index_key = None
-    if index is not None:
-        meta = getattr(index, "meta", None) or {}
-        index_key = meta.get("key") or getattr(index, "key", None)
-    parts = dict(purpose="clusters", format=CLUSTERS_FORMAT, index=index_key, d_sae=int(session.sae.d_sae), **params)
-    if hasattr(session, "cache_parts"):
-        # SAE hash, model, hook, dataset, context length: the co-firing pass reads the corpus
-        return session.cache_parts(**parts)
-    return dict(sae=session.sae.content_hash, **parts)
-
-
-def _tokenizer(session: Any) -> Any:
-    tok = getattr(session, "tokenizer", None)
-    if tok is None and getattr(session, "runner", None) is not None:
-        tok = session.runner.tokenizer
-    return tok
+def clusters_cache_parts(session: "Session", index: "FeatureIndex | None", **params: Any) -> dict[str, Any]:
+    index_key = index.meta.get("key") if index is not None else None
+    # SAE hash, model, hook, dataset, context length: the co-firing pass reads the corpus
+    return session.cache_parts(purpose="clusters", format=CLUSTERS_FORMAT, index=index_key, d_sae=session.d_sae, **params)
 
 
 def _token_text_fn(tokenizer: Any) -> Callable[[int], str]:
@@ -518,8 +514,8 @@ def _token_text_fn(tokenizer: Any) -> Callable[[int], str]:
 
 
 def compute_clusters(
-    session: Any,
-    index: Any = None,
+    session: "Session",
+    index: "FeatureIndex | None" = None,
     *,
     names: dict[int, str] | None = None,
     neighbours: int = DEFAULT_NEIGHBOURS,
@@ -531,10 +527,11 @@ def compute_clusters(
     decoder_weight: float = DEFAULT_DECODER_WEIGHT,
     cofiring_tokens: int = COFIRING_TOKENS,
     use_cache: bool = True,
-) -> Generator[Progress, None, Clustering]:
-    """Clusters of the session's SAE. `index`: a complete FeatureIndex (live features and
-    co-activation come from it); without one, every feature with a nonzero decoder counts as
-    live and only decoder geometry is used. Cached; yields progress, returns the Clustering."""
+) -> LongWork[Clustering]:
+    """Clusters of the session's SAE (long work). `index`: a complete FeatureIndex (live
+    features and co-activation come from it); without one, every feature with a nonzero
+    decoder counts as live and only decoder geometry is used. Cached; returns the Clustering,
+    which becomes the session's (`session.clusters`)."""
     sae = session.sae
     params = _key_params(neighbours, seed, resolution, min_similarity, coactivation_weight, cofiring_weight,
                          decoder_weight, cofiring_tokens)
@@ -544,7 +541,8 @@ def compute_clusters(
         path = cache.cache_path("clusters", key, ".json")
         loaded = _read_cached(path, key, int(sae.d_sae))
         if loaded is not None:
-            return label_clusters(loaded, names)
+            session.clusters = label_clusters(loaded, names)
+            return session.clusters
     directions = sae.decoder_directions
     if index is not None:
         live = np.asarray(index.live_features(), dtype=np.int64)
@@ -571,19 +569,20 @@ def compute_clusters(
         directions, live, neighbours=neighbours, seed=seed, resolution=resolution, min_similarity=min_similarity,
         coactivation=pairs if coactivation_weight > 0 else None, coactivation_weight=coactivation_weight, top_k=top_k,
         cofiring=cofiring, cofiring_weight=cofiring_weight, decoder_weight=decoder_weight)
-    token_labels(clustering, tops, _token_text_fn(_tokenizer(session)))
+    token_labels(clustering, tops, _token_text_fn(session.tokenizer))
     if path is not None:
         try:
             cache.atomic_write_json(path, _to_cache(clustering, key))
         except OSError:
             pass  # a cache that cannot be written only costs a recompute
-    return label_clusters(clustering, names)
+    session.clusters = label_clusters(clustering, names)
+    return session.clusters
 
 
-def cached_clusters(session: Any, index: Any = None, *, names: dict[int, str] | None = None, **params: Any) -> Clustering | None:
+def cached_clusters(session: "Session", index: "FeatureIndex | None" = None, *, names: dict[int, str] | None = None, **params: Any) -> Clustering | None:
     """The cached clustering for these settings (defaults as in `compute_clusters`), or None;
-    never computes. For the feature page: `feature_family(cached_clusters(...), f)`."""
-    full = dict(neighbours=DEFAULT_NEIGHBOURS, seed=DEFAULT_SEED, resolution=DEFAULT_RESOLUTION,
+    never computes, and leaves `session.clusters` as it is."""
+    full: dict[str, Any] = dict(neighbours=DEFAULT_NEIGHBOURS, seed=DEFAULT_SEED, resolution=DEFAULT_RESOLUTION,
                 min_similarity=DEFAULT_MIN_SIMILARITY, coactivation_weight=DEFAULT_COACTIVATION_WEIGHT,
                 cofiring_weight=DEFAULT_COFIRING_WEIGHT, decoder_weight=DEFAULT_DECODER_WEIGHT,
                 cofiring_tokens=COFIRING_TOKENS)
@@ -599,25 +598,6 @@ def _key_params(neighbours: int, seed: int, resolution: float, min_similarity: f
                 min_similarity=float(min_similarity), coactivation_weight=float(coactivation_weight),
                 cofiring_weight=float(cofiring_weight), decoder_weight=float(decoder_weight),
                 cofiring_tokens=int(cofiring_tokens), cofiring_window=COFIRING_WINDOW)
-
-
-def run_progress(gen: Generator[Progress, None, Any], job: Job | None = None) -> Any:
-    """Drive a progress generator to its result on this thread; a cancelled job closes it."""
-    try:
-        while True:
-            progress = next(gen)
-            if job is not None:
-                job.check()
-                job.report(progress.done, progress.total, progress.unit)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
-
-
-def clusters_for(session: Any, index: Any = None, job: Job | None = None, **kwargs: Any) -> Clustering:
-    """`compute_clusters` in one call (for the worker: `engine.run(clusters_for, ...)`)."""
-    return run_progress(compute_clusters(session, index, **kwargs), job)
 
 
 def _to_cache(c: Clustering, key: str) -> dict[str, Any]:
@@ -665,7 +645,7 @@ def synthetic_decoder(n_features: int = 32768, d_model: int = 2048, family_size:
     return out
 
 
-def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int = 0, neighbours: int = DEFAULT_NEIGHBOURS) -> dict[str, float]:
+def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int = 0, neighbours: int = DEFAULT_NEIGHBOURS) -> dict[str, Any]:
     """Cluster all features of a synthetic decoder (`synthetic_decoder`: planted families of
     16) with the default parameters, decoder geometry only (what an index adds is a dict of
     shared-token counts). Returns the clustering's seconds (making the decoder excluded) and

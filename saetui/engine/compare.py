@@ -21,13 +21,16 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
 
 from .errors import UserError
-from .worker import Progress
+from .worker import LongWork, Progress
+
+if TYPE_CHECKING:
+    from .session import Session
 
 DEFAULT_THRESHOLD = 0.7
 # Families are followed through looser matches: two SAEs trained apart rarely share a direction
@@ -35,6 +38,8 @@ DEFAULT_THRESHOLD = 0.7
 FAMILY_THRESHOLD = 0.5
 DEFAULT_BLOCK = 1024
 MIN_PART = 2
+# Tokens on which matched pairs' activations are correlated (same hook only).
+CORRELATION_TOKENS = 32_768
 # candidates per row when matching through a sketch (big, wide decoders)
 SKETCH_CANDIDATES = 16
 
@@ -196,7 +201,7 @@ def compare_saes(
     threshold: float = DEFAULT_THRESHOLD,
     family_threshold: float = FAMILY_THRESHOLD,
     block: int = DEFAULT_BLOCK,
-) -> Generator[Progress, None, Comparison]:
+) -> LongWork[Comparison]:
     """Match A's live features to B's and back (live: ids; default all features with a
     nonzero decoder). Yields progress; returns the Comparison."""
     started = time.perf_counter()
@@ -228,6 +233,33 @@ def _live(directions: mx.array, live: np.ndarray | None) -> np.ndarray:
         return np.asarray(live, dtype=np.int64)
     norms = np.array(mx.linalg.norm(directions.astype(mx.float32), axis=-1))
     return np.flatnonzero(norms > 0).astype(np.int64)
+
+
+def materialise_sae(sae: Any) -> None:
+    """Evaluate an SAE's arrays on this thread. Weights are loaded lazily, and a lazy array
+    belongs to the stream of the thread that made it: run this on B's own worker before A's
+    worker reads B (matching, `pair_correlations`)."""
+    arrays = [v for obj in (sae, getattr(sae, "norm", None)) if obj is not None
+              for v in vars(obj).values() if isinstance(v, mx.array)]
+    mx.eval(arrays, sae.decoder_directions)
+
+
+def pair_correlations(session_a: "Session", session_b: "Session", a_ids: np.ndarray, b_ids: np.ndarray,
+                      max_tokens: int = CORRELATION_TOKENS) -> LongWork[np.ndarray]:
+    """Pearson correlation of each matched pair (a_ids[i], b_ids[i]) over the same tokens (BOS
+    excluded): A's session reads the activations, both SAEs encode them (long work; B's SAE
+    materialised on its own thread first, see `materialise_sae`). Only meaningful when both
+    sessions read the same hook."""
+    corpus = session_a.corpus(max_tokens)
+    first = corpus.first_position
+    acc = PairCorrelation(a_ids, b_ids)
+    done = 0
+    for _, tokens, acts in session_a.iter_activations(corpus):
+        acts = acts[:, first:, :]
+        acc.add(session_a.encode(acts), session_b.encode(acts))
+        done += int(tokens.size)
+        yield Progress("correlating matched pairs", done, corpus.n_tokens)
+    return acc.values()
 
 
 class PairCorrelation:

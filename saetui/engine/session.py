@@ -5,7 +5,7 @@ checked (SAE read, model loaded, hook validated against the SAE's width, a Batch
 threshold calibrated), so a Session is never half-open and nothing re-validates or
 re-runs a forward pass afterwards. Every engine function takes the Session typed, and
 the Session owns what those functions share: the corpora cut so far, the open feature
-index, and the decoder's unit directions.
+index, its explanations and clusters, and the decoder's unit directions.
 
 `Session.from_parts(...)` builds one from ready parts (the benchmark, tests).
 """
@@ -25,6 +25,7 @@ from .model import Hook, ModelRunner
 from .sae import BatchTopKSAE, SparseAutoencoder
 
 if TYPE_CHECKING:
+    from .clusters import Clustering
     from .engine import EngineSettings
     from .explain import Explanation
     from .index import FeatureIndex
@@ -69,6 +70,7 @@ class Session:
     # What the session's functions share, filled in as they run:
     index: "FeatureIndex | None" = None  # the feature index open (complete or being built)
     explanations: "dict[int, Explanation]" = field(default_factory=dict)  # automatic, from the complete index
+    clusters: "Clustering | None" = None  # the feature families last computed (engine/clusters.py)
     _texts: list[str] | None = field(default=None, repr=False)
     _corpora: dict[int | None, Corpus] = field(default_factory=dict, repr=False)
     _decoder: DecoderGeometry | None = field(default=None, repr=False)

@@ -3,36 +3,43 @@
 Left: the clusters (sorted by size or cohesion, filterable by label or feature id). Right:
 the map (a 2-D projection of the decoder directions, clusters coloured, the selected one
 bright) and the selected cluster's members with names, densities and a one-line example;
-enter on a member opens its feature page. The clustering needs the feature index (built
-here when no screen has built it yet) and is cached (saetui/engine/clusters.py).
+enter on a member opens its feature page. The clustering needs the session's complete
+feature index (the feature screen's build is followed, or one started here), is cached
+(saetui/engine/clusters.py) and becomes the session's (`session.clusters`), which the
+feature page's family line reads.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
-from ..engine.clusters import Clustering, clusters_for
+from ..engine.clusters import Clustering, compute_clusters, label_clusters
 from ..engine.errors import Cancelled, UserError
 from ..engine.features import show_context
-from ..engine.index import DEFAULT_TOP_K, build_index, default_budget, open_index
-from ..engine.worker import Job
-from ..messages import OpenFeature, RegistryChanged
+from ..engine.index import DEFAULT_TOP_K, FeatureIndex, build_index, default_budget
+from ..messages import OpenFeature, RegistryChange
 from ..ui.safe_text import literal, visible
 from ..widgets.feature_map import FeatureMap
+from ..widgets.feature_table import NAME, FeatureTable
 from .base import EngineScreen
 from .edit_entry import SafeInput
+from .feature import INDEX_JOB
+
+if TYPE_CHECKING:
+    from ..engine.session import Session
 
 SORTS = ("size", "cohesion")
 # Members listed per cluster (a huge cluster's tail is summarised in the caption).
 MEMBERS_SHOWN = 200
+# The label of the clustering on the engine's worker.
+CLUSTERS_JOB = "clustering"
 
 
 class KeyedTable(DataTable):
@@ -44,14 +51,14 @@ class KeyedTable(DataTable):
         return int(key.value) if key.value is not None else None
 
 
-def member_rows(engine: Any, index: Any, members: list[int]) -> list[tuple[int, float, Text]]:
+def member_rows(session: "Session", index: FeatureIndex, members: list[int]) -> list[tuple[int, float, Text]]:
     """(feature, density, one-line example with its strongest token marked) per member (worker)."""
     rows = []
     for f in members:
         stats = index.feature(f)
         example = Text()
         if stats.top:
-            shown = show_context(engine, index, stats.top[0])
+            shown = show_context(session, index, stats.top[0])
             i = shown.example.max_index
             example.append(visible("".join(shown.tokens[max(0, i - 8):i]))[-30:])
             example.append(visible(shown.tokens[i]), "bold reverse")
@@ -75,6 +82,7 @@ class ClustersScreen(EngineScreen):
         self.sort = SORTS[0]
         self.error: str | None = None
         self._members_for: int | None = None
+        self._cancelled = False
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="clusters-body"):
@@ -85,17 +93,23 @@ class ClustersScreen(EngineScreen):
             with Vertical(id="clusters-right"):
                 yield FeatureMap(id="clusters-map")
                 yield Static("", id="members-caption")
-                yield KeyedTable(id="members-table", cursor_type="row", zebra_stripes=True)
+                yield FeatureTable((NAME, "density", "example"), id="members-table")
 
     def on_mount(self) -> None:
         table = self.query_one("#clusters-table", KeyedTable)
         for key, label in (("id", "#"), ("size", "size"), ("cohesion", "cohesion"), ("label", "label")):
             table.add_column(label, key=key)
-        members = self.query_one("#members-table", KeyedTable)
-        for key, label in (("feature", "feature"), ("name", "name"), ("density", "density"), ("example", "example")):
-            members.add_column(label, key=key)
         table.focus()
-        self.run_worker(self._load(), group="clusters", exclusive=True)
+        self.app.registry_changed_signal.subscribe(self, self._registry_changed)
+        self.run_worker(self._load, group="clusters", exclusive=True)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        if self.clustering is None and self._cancelled:
+            # Cancelled (x) earlier: coming back starts again (the index build resumes).
+            self.error, self._cancelled = None, False
+            self.query_one("#clusters-summary", Static).update(Text("Clustering the features…"))
+            self.run_worker(self._load, group="clusters", exclusive=True)
 
     # -- computing ---------------------------------------------------------------------------
 
@@ -105,38 +119,40 @@ class ClustersScreen(EngineScreen):
             return {}
         return {fid: name for fid in registry.feature_ids() if (name := registry.name(fid))}
 
-    async def _index(self, job: Job) -> Any:
-        engine = self.engine
-        index = open_index(engine)
-        while index is not None and not index.complete and job is not None and not job.cancelled:
-            # Another screen is building it in slices: wait for that build rather than race it.
-            self.query_one("#clusters-summary", Static).update(Text("Waiting for the feature index being built…", style="dim"))
-            await asyncio.sleep(0.5)
-            index = open_index(engine)
-            if index is not None and index.complete:
-                return index
-            if not self.app.is_running:
-                return None
+    async def _index(self) -> FeatureIndex:
+        """The session's complete index: a build under way (the feature screen's) is followed,
+        else one is started (it reads the cache when it can)."""
+        session = self.app.session
+        index = session.index
         if index is not None and index.complete:
             return index
-        return await engine.run(build_index, engine, default_budget(engine), DEFAULT_TOP_K, job)
+        self.query_one("#clusters-summary", Static).update(Text("Waiting for the feature index being built…", style="dim"))
+        notes: list[str] = []
+        job = self.engine.find_job(INDEX_JOB) or self.engine.start(INDEX_JOB, build_index, session, default_budget(session), DEFAULT_TOP_K, None, notes)
+        try:
+            return await self.app.wait_job(job)
+        finally:
+            for note in notes:
+                self.notify(visible(note), markup=False, timeout=8)
 
     async def _load(self) -> None:
         if not await self.wait_ready():
             return
-        job = Job("clustering", self.app.progress_callback("clustering"))
-        self.app.track_job(job)
+        session = self.app.session
         try:
-            index = await self._index(job)
-            if index is None:
-                return
-            self.clustering = await self.engine.run(clusters_for, self.engine, index, job, names=self.names())
+            if session.clusters is not None:
+                # Already clustered in this session: only the names may have changed.
+                self.clustering = label_clusters(session.clusters, self.names())
+            else:
+                index = await self._index()
+                self.query_one("#clusters-summary", Static).update(Text("Clustering the features…"))
+                job = self.engine.find_job(CLUSTERS_JOB) or self.engine.start(CLUSTERS_JOB, compute_clusters, session, index, names=self.names())
+                self.clustering = await self.app.wait_job(job)
         except Cancelled:
             self.error = "Clustering cancelled: switch screens and back to start again"
+            self._cancelled = True
         except UserError as exc:
             self.error = exc.one_line()
-        finally:
-            self.app.clear_progress()
         if self.error:
             self.query_one("#clusters-summary", Static).update(literal(self.error, style="red"))
             return
@@ -148,8 +164,7 @@ class ClustersScreen(EngineScreen):
     def _show_map(self) -> None:
         c = self.clustering
         assert c is not None
-        point_clusters = np.array([c.cluster_of(int(f)).id for f in c.live], dtype=np.int64)
-        self.query_one(FeatureMap).set_points(c.map_xy, point_clusters, c.live)
+        self.query_one(FeatureMap).set_points(c.map_xy, c.live_cluster_ids(), c.live)
 
     def matching_clusters(self) -> list:
         c = self.clustering
@@ -188,7 +203,7 @@ class ClustersScreen(EngineScreen):
     def _show_members(self) -> None:
         cid = self.query_one("#clusters-table", KeyedTable).highlighted_key
         fmap = self.query_one(FeatureMap)
-        members_table = self.query_one("#members-table", KeyedTable)
+        members_table = self.query_one("#members-table", FeatureTable)
         if cid is None or self.clustering is None:
             members_table.clear()
             self._members_for = None
@@ -198,23 +213,21 @@ class ClustersScreen(EngineScreen):
             return
         self._members_for = cid
         fmap.highlight(cid, fmap.current)
-        self.run_worker(self._fill_members(cid), group="members", exclusive=True)
+        self.run_worker(partial(self._fill_members, cid), group="members", exclusive=True)
 
     async def _fill_members(self, cid: int) -> None:
         c = self.clustering
-        index = open_index(self.engine)
+        session = self.app.session
+        index = session.index
         if c is None or index is None:
             return
         cluster = c.cluster(cid)
         shown = cluster.members[:MEMBERS_SHOWN]
-        rows = await self.engine.run(member_rows, self.engine, index, shown)
+        rows = await self.engine.run(member_rows, session, index, shown)
         if self._members_for != cid:
             return
-        table = self.query_one("#members-table", KeyedTable)
-        table.clear()
-        names = self.names()
-        for f, density, example in rows:
-            table.add_row(Text(str(f)), literal(names.get(f, "")), Text(f"{100 * density:.3g}%"), example, key=str(f))
+        table = self.query_one("#members-table", FeatureTable)
+        table.show_features(((f, (Text(f"{100 * density:.3g}%"), example)) for f, density, example in rows))
         caption = Text()
         caption.append(f"cluster {cluster.id}: ", style="bold")
         caption.append_text(literal(cluster.label))
@@ -231,16 +244,15 @@ class ClustersScreen(EngineScreen):
         if event.data_table.id == "clusters-table":
             self._show_members()
         elif event.data_table.id == "members-table":
-            f = self.query_one("#members-table", KeyedTable).highlighted_key
+            f = self.query_one("#members-table", FeatureTable).highlighted_feature
             fmap = self.query_one(FeatureMap)
             fmap.highlight(fmap.selected, f)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
+        # Enter on a member opens it (FeatureTable posts OpenFeature); on a cluster, its members.
         if event.data_table.id == "clusters-table":
-            self.query_one("#members-table", KeyedTable).focus()
-        else:
-            self.action_open_feature()
+            event.stop()
+            self.query_one("#members-table", FeatureTable).focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "clusters-filter":
@@ -250,10 +262,9 @@ class ClustersScreen(EngineScreen):
         if event.input.id == "clusters-filter":
             self.query_one("#clusters-table", KeyedTable).focus()
 
-    def on_registry_changed(self, message: RegistryChanged) -> None:
+    def _registry_changed(self, change: RegistryChange) -> None:
+        # Cluster labels come from the members' registry names (the members table renames itself).
         if self.clustering is not None:
-            from ..engine.clusters import label_clusters
-
             label_clusters(self.clustering, self.names())
             self._members_for = None
             self.refresh_clusters()
@@ -285,12 +296,12 @@ class ClustersScreen(EngineScreen):
 
     def action_switch_table(self) -> None:
         clusters = self.query_one("#clusters-table", KeyedTable)
-        members = self.query_one("#members-table", KeyedTable)
+        members = self.query_one("#members-table", FeatureTable)
         (clusters if members.has_focus else members).focus()
 
     def action_open_feature(self) -> None:
-        members = self.query_one("#members-table", KeyedTable)
-        f = members.highlighted_key
+        members = self.query_one("#members-table", FeatureTable)
+        f = members.highlighted_feature
         if f is None:
             c = self.clustering
             cid = self.query_one("#clusters-table", KeyedTable).highlighted_key

@@ -106,6 +106,7 @@ class FeatureScreen(EngineScreen):
         with VerticalScroll(id="feature-body"):
             yield Static(Text("Loading the model...", style="dim"), id="feature-title")
             yield Static("", id="feature-description")
+            yield Static("", id="feature-family")
             yield Static("", id="feature-stats")
             yield Static("", id="contexts-heading")
             yield OptionList(id="feature-contexts")
@@ -281,6 +282,10 @@ class FeatureScreen(EngineScreen):
         described = self.query_one("#feature-description", Static)
         described.update(description)
         described.display = bool(description.plain)
+        family = self._family(fid)
+        family_view = self.query_one("#feature-family", Static)
+        family_view.update(family)
+        family_view.display = bool(family.plain)
         self.query_one("#feature-stats", Static).update(self._stats_text(page))
         histogram = self.query_one(FeatureHistogram)
         fires = stats is not None and stats.fires
@@ -310,6 +315,17 @@ class FeatureScreen(EngineScreen):
             out.append("  confidence: ", Style(dim=True))
             out.append_text(literal(confidence))
         return out
+
+    def _family(self, fid: int) -> Text:
+        """Its cluster and siblings, once the session is clustered (the clusters screen, key 6)."""
+        from ..engine.clusters import feature_family
+        from ..ui.feature_map import family_line
+
+        session = self.engine.session
+        if session is None or session.clusters is None:
+            return Text("")
+        cluster, siblings = feature_family(session.clusters, fid)
+        return family_line(cluster, siblings, {f: name for f in siblings if (name := self.app.feature_name(f))})
 
     def _stats_text(self, page: FeaturePage) -> Text:
         """Two short lines: what the index says of the feature, and what the index is."""
