@@ -165,11 +165,11 @@ async def test_help_on_the_probe_lists_its_keys_and_token_keys_not_textual_inter
         table = app.screen.query_one(DataTable)
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         described = {r[1] for r in rows}
-        assert {"Done typing", "Type", "Open feature", "Name feature", "Shade by feature"} <= described
+        assert {"Done typing", "Type", "Open feature", "Name feature", "Shade by id (#)", "Steer with feature", "Order"} <= described
         assert {"Previous token", "Next token", "First token", "Last token"} <= described
         assert {"Report", "Feature", "Probe", "Registry", "Help", "Cancel job", "Quit"} <= described
         keys = {r[1]: r[0] for r in rows}
-        assert keys["Previous token"] == "←" and keys["Shade by feature"] == "s"
+        assert keys["Previous token"] == "←" and keys["Steer with feature"] == "s" and keys["Shade by id (#)"] == "#"
         # Textual's own keys (text editing, tables, scrolling) are not listed.
         internal = {b.description for cls in (TextArea, DataTable, VerticalScroll) for b in Binding.make_bindings(cls.BINDINGS)} - {""}
         assert not described & internal, described & internal

@@ -21,7 +21,8 @@ from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
 from ..engine.errors import UserError
-from ..engine.probe import ProbeResult, probe_text
+from ..engine.probe import TEXT_TOP, ProbeResult, probe_text
+from ..engine.ranking import RANK_ACTIVATION, RANK_DISTINCTIVE, RankedFeature, rank_text
 from ..messages import EditRegistryEntry, OpenFeature, RegistryChange
 from ..ui.safe_text import literal, visible
 from ..ui.shading import shade_color, shaded_tokens
@@ -71,11 +72,15 @@ class ProbeScreen(EngineScreen):
         Binding("e", "edit_entry", "Name feature"),
         Binding("number_sign", "shade_by_id", "Shade by id (#)"),
         Binding("s", "steer", "Steer with feature", show=False),
+        Binding("o", "toggle_rank", "Order", tooltip="Order the text's features: distinctive (how unusual for the feature) or raw activation"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.result: ProbeResult | None = None
+        # The text's features in the order shown: distinctive (needs the feature index) or raw.
+        self.rank_mode = RANK_DISTINCTIVE
+        self.ranked: list[RankedFeature] = []
         self.selected: int | None = None  # the feature the tokens are shaded by
         self._selected_by_user = False
         self.cursor = 0
@@ -95,7 +100,7 @@ class ProbeScreen(EngineScreen):
         strip.border_title = "tokens (←/→ move)"
         yield strip
         with Horizontal(id="probe-tables"):
-            text_table = ProbeFeatureTable(("max", "tokens"), open_on_enter=False, marks=True, id="probe-text-features")
+            text_table = ProbeFeatureTable(("max", "tokens", "peak"), open_on_enter=False, marks=True, id="probe-text-features")
             text_table.border_title = "top features of the text"
             yield text_table
             token_table = ProbeFeatureTable(("act",), open_on_enter=False, marks=True, id="probe-token-features")
@@ -158,14 +163,27 @@ class ProbeScreen(EngineScreen):
             if not await self.wait_ready():
                 return
         extra = [self.selected] if self.selected is not None and self._selected_by_user else []
+        session = self.app.session
         try:
-            result = await self.engine.run(probe_text, self.app.session, text, extra)
+            # Every firing feature is kept, so the distinctive ranking sees them all.
+            result = await self.engine.run(probe_text, session, text, extra, session.d_sae)
+            ranked = await self.engine.run(rank_text, session.index, result, self.rank_mode, TEXT_TOP)
         except UserError as exc:
             self.notify(visible(exc.one_line()), severity="error", markup=False)
             return
         if generation != self._generation:
             return  # the text changed while this ran: a newer result is coming
+        self.ranked = ranked
         self._show(result)
+
+    def action_toggle_rank(self) -> None:
+        self.rank_mode = RANK_ACTIVATION if self.rank_mode == RANK_DISTINCTIVE else RANK_DISTINCTIVE
+        session = self.engine.session
+        how = "by how unusual each activation is for its feature" if self.rank_mode == RANK_DISTINCTIVE else "by raw activation (the guide's order)"
+        if self.rank_mode == RANK_DISTINCTIVE and (session is None or session.index is None):
+            how += ": the feature index is not built yet (2: the feature screen builds it), so raw until then"
+        self.notify(f"Features of the text ordered {how}")
+        self._schedule(now=True)
 
     # -- showing a result -----------------------------------------------------------------------
 
@@ -177,7 +195,7 @@ class ProbeScreen(EngineScreen):
             self.cursor = min(self.cursor, result.n_tokens - 1)
         if result is not None and result.top_features:
             if not self._selected_by_user or self.selected is None:
-                self.selected = result.top_features[0].feature_id
+                self.selected = self.ranked[0].feature_id if self.ranked else result.top_features[0].feature_id
         elif not self._selected_by_user:
             self.selected = None
         self._render_all()
@@ -189,11 +207,18 @@ class ProbeScreen(EngineScreen):
         self._render_status()
 
     def _render_text_table(self) -> None:
-        hits = self.result.top_features if self.result is not None else []
-        self.query_one("#probe-text-features", FeatureTable).show_features(
-            ((hit.feature_id, (Text(f"{hit.max_activation:.3g}", justify="right"), Text(str(hit.n_firing), justify="right"))) for hit in hits),
+        rows = self.ranked if self.result is not None else []
+        table = self.query_one("#probe-text-features", FeatureTable)
+        table.show_features(
+            (
+                (r.feature_id, (Text(f"{r.max_activation:.3g}", justify="right"), Text(str(r.n_firing), justify="right"), literal(r.peak_token)))
+                for r in rows
+            ),
             marked=self.selected,
         )
+        session = self.engine.session
+        distinctive = self.rank_mode == RANK_DISTINCTIVE and session is not None and session.index is not None
+        table.border_title = "top features of the text, " + ("most distinctive first" if distinctive else "by activation") + " (o: order)"
 
     def _render_token_table(self) -> None:
         table = self.query_one("#probe-token-features", FeatureTable)
