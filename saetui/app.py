@@ -226,7 +226,8 @@ class SaetuiApp(App[int]):
         # When adding: the name of an id already in the registry, so it is not overwritten.
         named = (lambda fid: registry.name(fid) or ("(unnamed)" if fid in registry else None)) if feature_id is None else None
         entry = registry.get(feature_id) if feature_id is not None else None
-        self.push_screen(EditEntryScreen(feature_id, entry, d_sae, examples, named), self._save_entry)
+        steered = [iv.spec for iv in self.interventions if iv.feature_id == feature_id] if feature_id is not None else []
+        self.push_screen(EditEntryScreen(feature_id, entry, d_sae, examples, named, steered), self._save_entry)
 
     def _save_entry(self, edited: EditedEntry | None) -> None:
         if edited is None:  # cancelled

@@ -134,3 +134,40 @@ async def test_feature_screen_s_adds_and_a_shows_the_removal_effect(tiny_setup):
         expected = await app.wait_job(app.engine.start("check", removal_effect, app.engine.session, index, fid, use_cache=False))
         assert screen.removal[fid].to_json() == expected.to_json()
         assert "Removed on its top contexts" in str(screen.query_one("#feature-stats", Static).render())
+
+
+async def test_the_registry_notes_an_intervention_and_what_it_did(tiny_setup, tmp_path):
+    """The edit dialog offers the steer list's interventions on the feature as notes; the
+    effect typed beside one is saved in the entry's `interventions` list (the guide's keys
+    stay as they are); a malformed spec is refused and nothing is written."""
+    import json
+
+    from textual.widgets import TextArea
+
+    from saetui.messages import EditRegistryEntry
+    from saetui.screens.edit_entry import EditEntryScreen
+
+    app = _app(tiny_setup, tmp_path)
+    registry = tmp_path / "names.json"
+    async with app.run_test(size=(100, 40)) as pilot:
+        assert await app.wait_ready()
+        app.interventions[:] = [Intervention(7, "add", 20.0), Intervention(9, "ablate")]
+        app.post_message(EditRegistryEntry(7))
+        await wait_until(pilot, lambda: isinstance(app.screen, EditEntryScreen), "the edit dialog")
+        dialog = app.screen
+        notes = dialog.query_one("#edit-interventions", TextArea)
+        assert notes.text == "7:add:20 — "  # only this feature's, left to complete
+        dialog.query_one("#edit-name", Input).value = "cities"
+        notes.text = "7:add:20 — city names appear\n7:bogus — nothing"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, EditEntryScreen) and not registry.exists()  # refused: nothing written
+        notes.text = "7:add:20 — city names appear\n7:ablate — loss rises on 'Paris'"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, EditEntryScreen), "saved")
+    entry = json.loads(registry.read_text())["7"]
+    assert entry["name"] == "cities" and entry["confidence"] == "low" and entry["examples"] is not None
+    assert entry["interventions"] == [
+        {"spec": "7:add:20", "effect": "city names appear"},
+        {"spec": "7:ablate", "effect": "loss rises on 'Paris'"},
+    ]

@@ -278,6 +278,11 @@ def validate_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(examples, str) or not all(isinstance(e, str) for e in examples):
             raise UserError("A feature's examples must be a list of texts", "Give one example per line")
         out["examples"] = [e for e in examples if e.strip()]
+    if "interventions" in out:
+        # Notes of interventions tried on the feature (the Steer screen's experiments).
+        notes = out["interventions"]
+        if not isinstance(notes, list) or not all(isinstance(n, dict) and isinstance(n.get("spec"), str) and isinstance(n.get("effect", ""), str) for n in notes):
+            raise UserError("A feature's interventions must be a list of {spec, effect} notes", "Write one per line: ID:MODE[:VALUE] — what you saw")
     if "confidence" in out and out["confidence"] not in CONFIDENCES:
         raise UserError(f"Confidence {out['confidence']!r} is not one of {', '.join(CONFIDENCES)}", "Choose high, medium or low")
     return out

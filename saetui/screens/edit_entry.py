@@ -206,6 +206,45 @@ def clean_excerpt(tokenizer: Any, ids: list[int], peak: int, max_chars: int = EX
     return squash(left + mid + right).strip()
 
 
+# -- notes of interventions (the Steer screen's experiments) ----------------------------------------
+
+# Between an intervention's spec and what was observed, on one line of the dialog.
+NOTE_SEPARATOR = "—"
+
+
+def intervention_lines(entry: dict) -> list[str]:
+    """The entry's `interventions` notes as the dialog's lines ("12:add:20 — cities appear")."""
+    notes = entry.get("interventions")
+    if not isinstance(notes, list):
+        return []
+    lines = []
+    for note in notes:
+        if isinstance(note, dict) and isinstance(note.get("spec"), str):
+            effect = note.get("effect") if isinstance(note.get("effect"), str) else ""
+            lines.append(f"{note['spec']} {NOTE_SEPARATOR} {effect}".rstrip(f" {NOTE_SEPARATOR}"))
+    return lines
+
+
+def parse_intervention_notes(text: str, d_sae: int | None) -> list[dict[str, str]]:
+    """Lines "ID:MODE[:VALUE] — effect" as registry notes [{"spec", "effect"}]; a malformed
+    spec is a UserError naming the line (the same rules as `saetui steer --feature`)."""
+    from ..engine.intervene import parse_intervention
+
+    notes = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        spec, _, effect = line.partition(NOTE_SEPARATOR)
+        if not _:
+            spec, _, effect = line.partition(" - ")
+        try:
+            parsed = parse_intervention(spec.strip(), d_sae)
+        except UserError as exc:
+            raise UserError(f"Interventions, line {number}: {exc.problem}", exc.fix) from None
+        notes.append({"spec": parsed.spec, "effect": effect.strip()})
+    return notes
+
+
 # -- the dialog ----------------------------------------------------------------------------------
 
 
@@ -243,12 +282,15 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
         d_sae: int | None = None,
         suggested_examples: list[str] | None = None,
         named: Callable[[int], str | None] | None = None,
+        suggested_interventions: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.feature_id = feature_id
         self.original = entry or {}
         self.d_sae = d_sae
         self.suggested_examples = suggested_examples or []
+        # The Steer screen's interventions on this feature: offered as notes to complete.
+        self.suggested_interventions = suggested_interventions or []
         # When adding: the registry's name for an id, so an existing entry is not overwritten.
         self.named = named
 
@@ -279,6 +321,9 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
             caption = "Examples, one per line" + (" (pre-filled from its top contexts)" if self._examples_prefilled else "")
             yield Label(caption, classes="edit-caption")
             yield SafeTextArea("\n".join(editable(e) for e in examples), id="edit-examples", soft_wrap=True)
+            yield Label(f"Interventions tried, one per line: ID:MODE[:VALUE] {NOTE_SEPARATOR} what you saw", classes="edit-caption")
+            notes = intervention_lines(entry) or [f"{spec} {NOTE_SEPARATOR} " for spec in self.suggested_interventions]
+            yield SafeTextArea("\n".join(editable(line) for line in notes), id="edit-interventions", soft_wrap=True)
             with Horizontal(id="edit-buttons"):
                 yield Button("Save (ctrl+s)", id="edit-save", variant="primary")
                 yield Button("Cancel (esc)", id="edit-cancel")
@@ -349,6 +394,9 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
         originals = {editable(e): e for e in entry.get("examples") or [] if isinstance(e, str)} if isinstance(entry.get("examples"), list) else {}
         lines = self.query_one("#edit-examples", TextArea).text.split("\n")
         out["examples"] = [originals.get(line, line) for line in lines if line.strip()]
+        notes = parse_intervention_notes(self.query_one("#edit-interventions", TextArea).text, self.d_sae)
+        if notes or "interventions" in entry:
+            out["interventions"] = notes
         if not out["name"].strip():
             raise UserError("A registry entry needs a name", "Type a short name, e.g. geographic_locations")
         return EditedEntry(fid, out)
