@@ -165,7 +165,7 @@ async def test_help_on_the_probe_lists_its_keys_and_token_keys_not_textual_inter
         table = app.screen.query_one(DataTable)
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         described = {r[1] for r in rows}
-        assert {"Done typing", "Type", "Open feature", "Name feature", "Shade by id (#)", "Steer with feature", "Order"} <= described
+        assert {"Done typing", "Type", "Open feature", "Name feature", "Shade by id (#)", "Steer with feature"} <= described
         assert {"Previous token", "Next token", "First token", "Last token"} <= described
         assert {"Report", "Feature", "Probe", "Registry", "Help", "Cancel job", "Quit"} <= described
         keys = {r[1]: r[0] for r in rows}

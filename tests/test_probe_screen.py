@@ -196,8 +196,8 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
         app.registry.save()
         app.registry_changed_signal.publish(RegistryChange(top, "saved"))
         table = screen.query_one("#probe-text-features", FeatureTable)
-        await wait_until(pilot, lambda: table.get_row_at(0)[3].plain != "", "the name in the table")
-        name_cell = table.get_row_at(0)[3]
+        await wait_until(pilot, lambda: table.get_row_at(0)[-1].plain != "", "the name in the table")
+        name_cell = table.get_row_at(0)[-1]
         assert name_cell.plain == HOSTILE.replace("\x1b", "\\x1b")
         assert not any(s.style and "link" in str(s.style) for s in name_cell.spans)
         assert app.is_running  # [@click=app.quit] did nothing
@@ -221,4 +221,4 @@ async def test_names_show_literally_and_e_edits_the_entry(tiny_setup, tmp_path):
         await pilot.press(*"calm_words", "ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, ProbeScreen))
         assert json.loads(registry_path.read_text())[str(top)]["name"] == "calm_words"
-        await wait_until(pilot, lambda: table.get_row_at(0)[3].plain == "calm_words", "the new name in the table")
+        await wait_until(pilot, lambda: table.get_row_at(0)[-1].plain == "calm_words", "the new name in the table")

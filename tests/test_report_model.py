@@ -35,7 +35,7 @@ SECTION_KEYS = {
                  "max_feature_activations", "min_feature_activations"],
     "reconstruction_extra": ["explained_variance_saebench", "l2_ratio"],
     "model_behaviour": ["available", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero", "ce_loss_recovered", "kl_div_sae",
-                        "kl_div_zero", "kl_score", "positions"],
+                        "kl_div_zero", "kl_score", "positions", "ce_loss_recovered_unreliable"],
     "l0_distribution": ["mean", "median", "p10", "p90", "k", "histogram"],
     "dead_features": ["strict", "strict_fraction", "practical", "practical_fraction", "rare_threshold", "strict_ids"],
     "feature_density": ["log10_bin_edges", "counts", "dead", "live", "dense_threshold", "dense_features", "dense_fraction",
@@ -185,11 +185,11 @@ def test_a_damaged_cache_file_is_a_cache_miss(engine):
     engine.job(evaluate, BUDGET, registry={})
     path = engine(report_cache_file, BUDGET)
     assert engine(cached_report, BUDGET, {}) is not None
-    data = json.loads(path.read_text())
+    data = cache.read_json(path)  # the entry inside the cache's checksummed envelope
     data["sparsity"]["l0_mean"] = "eight"
-    cache.atomic_write_json(path, data)
+    cache.atomic_write_json(path, data)  # a valid checksum over a report of the wrong shape
     assert engine(cached_report, BUDGET, {}) is None
     # The next evaluation measures again and replaces the damaged file.
     fresh = engine.job(evaluate, BUDGET, registry={})
-    assert not fresh.from_cache and isinstance(json.loads(path.read_text())["sparsity"]["l0_mean"], float)
+    assert not fresh.from_cache and isinstance(cache.read_json(path)["sparsity"]["l0_mean"], float)
     assert engine(cached_report, BUDGET, {}).from_cache

@@ -13,6 +13,7 @@ import threading
 
 from rich.console import Console
 from support import burst, notifications_shown, wait_until
+from textual.binding import Binding
 from textual.widgets import Footer
 
 from saetui.app import SaetuiApp
@@ -67,7 +68,7 @@ async def test_feature_page_fits_80x24(tiny_setup, tmp_path):
         shown = [b for b in screen.BINDINGS if b.show]
         assert shown
         for binding in shown:
-            key = binding.key.split(",")[0]
+            key = app.get_key_display(Binding(binding.key.split(",")[0], binding.action))
             assert f"{key} {binding.description}" in footer, (binding, footer)
         assert app.screen.query_one(Footer).compact
         # The name line, the density, and at least three contexts without scrolling.

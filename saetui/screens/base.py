@@ -41,9 +41,15 @@ class EngineScreen(Screen):
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return []
 
+    def on_mount(self) -> None:
+        self._palette_key(self.app.size.width)
+
     def on_resize(self, event: events.Resize) -> None:
+        self._palette_key(event.size.width)
+
+    def _palette_key(self, width: int) -> None:
         for footer in self.query(Footer):
-            footer.show_command_palette = event.size.width >= PALETTE_KEY_MIN_WIDTH
+            footer.show_command_palette = width >= PALETTE_KEY_MIN_WIDTH
 
     def on_screen_resume(self) -> None:
         for tabs in self.query(ScreenTabs):

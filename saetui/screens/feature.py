@@ -80,9 +80,9 @@ class FeatureScreen(EngineScreen):
         Binding("t", "probe_context", "Probe", tooltip="Probe the selected context"),
         Binding("e", "edit_entry", "Name", tooltip="Name this feature in the registry"),
         Binding("b", "build_index", "Resume index", show=False),
-        Binding("slash", "search", "Search", tooltip="Search features by name, explanation or top tokens"),
-        Binding("s", "steer", "Steer", tooltip="Add this feature to the steer list (screen 5)"),
-        Binding("a", "removal_effect", "Ablate", show=False, tooltip="What happens when you remove it: ablate it on its top contexts"),
+        Binding("slash", "search", "Search", tooltip="Search features"),
+        Binding("s", "steer", "Steer", tooltip="Add it to the steer list"),
+        Binding("a", "removal_effect", "Ablate", show=False, tooltip="Ablate it on its top contexts"),
     ]
 
     def __init__(self) -> None:
