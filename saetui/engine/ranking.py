@@ -78,9 +78,15 @@ def tail_fraction(stats: FeatureStats, activation: float, edges: np.ndarray | No
     return (above + 0.5) / (stats.count + 1.0)
 
 
+# The strongest contexts the breadth looks at (the guide's 20 examples): deeper ones are weaker
+# firings that say less about what the feature is about.
+BREADTH_CONTEXTS = 20
+
+
 def breadth(stats: FeatureStats) -> float:
-    """Effective number (exp entropy) of distinct tokens at the peaks of its kept contexts."""
-    peaks = [int(e.window_tokens[e.max_index]) for e in list(stats.top) + list(stats.samples) if e.activation > 0]
+    """Effective number (exp entropy) of distinct tokens at the peaks of its strongest contexts."""
+    kept = list(stats.top)[:BREADTH_CONTEXTS] + list(stats.samples)
+    peaks = [int(e.window_tokens[e.max_index]) for e in kept if e.activation > 0]
     if not peaks:
         return 1.0
     _, counts = np.unique(peaks, return_counts=True)
