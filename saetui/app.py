@@ -47,6 +47,8 @@ class SaetuiApp(App[int]):
     DEFAULT_MODE = SCREENS[0].mode
     # The engine's long work as the status bar of every screen shows it (None: idle).
     job_progress: reactive[Progress | None] = reactive(None, always_update=True)
+    # The command line's BLAS notice (blas.notice), set after construction.
+    startup_notice: str | None = None
     BINDINGS = [
         # The screen strip under the header shows these; the footer keeps to the screen's own keys.
         *(Binding(entry.key, f"switch_mode({entry.mode!r})", entry.title, show=False) for entry in SCREENS),

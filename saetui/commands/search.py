@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ..engine.errors import UserError
 from ..engine.explain import Explanation, explain_index
@@ -61,6 +61,14 @@ def index_and_explanations(engine: "Engine", session: "Session", top_k: int = 20
     return index, explanations
 
 
+@overload
+def explanation_json(e: Explanation) -> dict[str, Any]: ...
+
+
+@overload
+def explanation_json(e: Explanation | None) -> dict[str, Any] | None: ...
+
+
 def explanation_json(e: Explanation | None) -> dict[str, Any] | None:
     if e is None:
         return None
@@ -101,7 +109,7 @@ def run(args: argparse.Namespace, engine) -> int:
     print(f"Features firing most on \"{visible(args.query.strip())}\" (kept contexts of the index peaking on it):")
     if not fires:
         print("  none")
-    for h in fires:
-        label = names.get(h.feature_id) or (f"{h.explanation} (auto)" if h.explanation else "")
-        print(f"  {h.feature_id:>7}  {h.contexts:>3} contexts  mean {h.mean_activation:.3f}  {h.share:.0%} of kept  {visible(label)}")
+    for hit in fires:
+        label = names.get(hit.feature_id) or (f"{hit.explanation} (auto)" if hit.explanation else "")
+        print(f"  {hit.feature_id:>7}  {hit.contexts:>3} contexts  mean {hit.mean_activation:.3f}  {hit.share:.0%} of kept  {visible(label)}")
     return 0

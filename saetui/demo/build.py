@@ -213,7 +213,7 @@ def lm_loss(model, contexts: np.ndarray, batch: int = 64) -> float:
         x = mx.array(contexts[i:i + batch])
         logits = model(x[:, :-1])
         loss = nn.losses.cross_entropy(logits, x[:, 1:], reduction="sum")
-        total += loss.item()
+        total += loss.item()  # type: ignore[assignment]  # mlx stubs: item() is int | float | complex
         n += x[:, 1:].size
     return total / max(n, 1)
 
@@ -278,7 +278,8 @@ def save_model(model, args, out_dir: Path) -> None:
     from mlx.utils import tree_flatten
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}
+    # mlx types tree_flatten() as a list of pairs or a dict; without destination it is the list
+    weights = {k: v.astype(mx.float32) for k, v in tree_flatten(model.parameters())}  # type: ignore[str-unpack,union-attr]
     mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     config = dataclasses.asdict(args)
     config.update({
@@ -534,8 +535,8 @@ def concept_report(z: np.ndarray, labels: np.ndarray, top_n: int = 20) -> dict:
                      "precision": round(float(prec[f]), 3), "recall": round(float(rec[f]), 3)}
     pure = 0
     live = np.nonzero(n_fire >= top_n)[0]
-    for f in live:
-        top = np.argpartition(-z[:, f], top_n)[:top_n]
+    for feat in live:
+        top = np.argpartition(-z[:, feat], top_n)[:top_n]
         lab = labels[top]
         lab = lab[lab >= 0]
         if len(lab) and np.bincount(lab).max() >= 0.8 * top_n:
@@ -617,7 +618,7 @@ def build_small_sae(out: Path) -> dict:
     cfg = dict(info["build_config"])
     seed = cfg["seed"]
     t = time.time()
-    model, _ = mlx_load(str(out / "model"))
+    model, _ = mlx_load(str(out / "model"))  # type: ignore[misc]  # mlx_lm types load() as a 2- or 3-tuple; 2 without return_config
     tok = Tokenizer.from_file(str(out / "model" / "tokenizer.json"))
     train_docs = generate_corpus(cfg["n_train_docs"], seed=seed)
     held_docs = generate_corpus(cfg["n_heldout_docs"], seed=seed + 1)
@@ -699,14 +700,14 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     held_loss = lm_loss(model, held_ctx[:n_eval_ctx])
     save_model(model, margs, model_dir)
     times["lm_s"] = time.time() - t
-    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # type: ignore[str-unpack,union-attr]  # tree_flatten: see save_model
     log(f"[lm] {n_params:,} params; held-out loss {held_loss:.3f} nats/token vs unigram entropy "
         f"{h_uni:.3f} (train ema {train_loss:.3f})  {times['lm_s']:.0f}s")
 
     # check that mlx_lm.load reads it back and agrees
     from mlx_lm import load as mlx_load
 
-    model2, tw = mlx_load(str(model_dir))
+    model2, tw = mlx_load(str(model_dir))  # type: ignore[misc]  # mlx_lm types load() as a 2- or 3-tuple; 2 without return_config
     sample = held_docs[0]["text"]
     assert tw.encode(sample, add_special_tokens=False) == tok.encode(sample, add_special_tokens=False).ids
     reload_loss = lm_loss(model2, held_ctx[:16])
@@ -811,7 +812,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
         "concepts_report": concepts,
         "sae_small": small_info,
         "durations_s": {k_: round(v, 1) for k_, v in times.items()},
-        "versions": {"python": platform.python_version(), "mlx": mx.__version__,
+        "versions": {"python": platform.python_version(), "mlx": mx.__version__,  # type: ignore[attr-defined]  # not in mlx's stubs
                      "mlx_lm": __import__("mlx_lm").__version__},
     }
     (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")

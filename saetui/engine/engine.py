@@ -161,6 +161,7 @@ class Engine:
         yield Progress("loading the SAE", 0, 3, "steps")
         sae = self.read_sae()
         yield Progress("loading the model", 1, 3, "steps")
+        assert self.model_name is not None  # read_sae() raises when there is none
         runner = load_model(self.model_name, allow_download=self.settings.download)
         md = sae.metadata
         layer = self.settings.layer if self.settings.layer is not None else md.layer

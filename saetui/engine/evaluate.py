@@ -141,7 +141,7 @@ def ce_recovered_caveat(mb: dict[str, Any]) -> str | None:
     the SAE can beat the clean model: the ratio then leaves 0..1 and means little.
     """
     recovered, clean, sae, zero = (mb.get(k) for k in ("ce_loss_recovered", "ce_loss_clean", "ce_loss_sae", "ce_loss_zero"))
-    if recovered is None or None in (clean, sae, zero):
+    if recovered is None or clean is None or sae is None or zero is None:
         return None
     if zero <= clean:
         return (
@@ -269,7 +269,7 @@ def _measure(session: Session, budget: int) -> LongWork[EvaluationReport]:
         if getattr(getattr(sae, "norm", None), "token_dependent", False) or getattr(sae, "W_skip", None) is not None:
             sae.encode(x)  # decode reads these tokens' normalisation (or skip input) from their encode
         x_hat = sae.decode(codes.dense())
-        batch = {
+        batch: dict[str, Any] = {
             "start": start,
             "tokens": int(tokens_np.size),
             "finite_x": mx.isfinite(x).all(axis=(1, 2)),
@@ -346,7 +346,7 @@ def _logits_problem(logits: Any, vocab: int | None, tokens: mx.array) -> str | N
         return f"the model's forward pass returns shape {shape}, not (batch, length, vocabulary) logits"
     if vocab is not None and shape[-1] != vocab:
         return f"the model's output has width {shape[-1]}, not its vocabulary size {vocab} (no unembedding reachable)"
-    if shape[-1] <= int(tokens.max().item()):
+    if shape[-1] <= int(tokens.max().item()):  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
         return f"the model's output has width {shape[-1]}, smaller than its token ids (no unembedding reachable)"
     return None
 

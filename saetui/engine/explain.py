@@ -202,7 +202,7 @@ def predicts(explanation: Explanation, windows: np.ndarray) -> np.ndarray:
     hit = np.isin(windows, np.asarray(explanation.tokens))
     if explanation.view == "after":
         hit[:, -1] = False  # the token after must be inside the window
-    return hit.any(axis=1)
+    return np.asarray(hit.any(axis=1))  # numpy stubs type any(axis=...) as a scalar or an array
 
 
 def balanced_accuracy(pos_pred: np.ndarray, neg_pred: np.ndarray) -> float | None:
@@ -363,8 +363,8 @@ def load_explanations(session: "Session", index: FeatureIndex, on_progress=None)
 
 def explained_summary(explanations: dict[int, Explanation], live: int | None = None, bar: float = EXPLAINED_BAR) -> dict[str, Any]:
     """The report's "explained features": live features whose detection score is >= bar."""
-    scored = [e for e in explanations.values() if e.score is not None]
-    explained = sum(1 for e in scored if e.score >= bar)
+    scored = [e.score for e in explanations.values() if e.score is not None]
+    explained = sum(1 for score in scored if score >= bar)
     live = len(explanations) if live is None else int(live)
     return {
         "explained": explained,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Generator, Protocol, Sequence
+from typing import Any, Generator, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class ChatModel:
         from .model import resolve_model_path
 
         path = resolve_model_path(model, allow_download=allow_download) if not Path(model).expanduser().is_dir() else Path(model).expanduser()
-        self.model, self.tokenizer = load(str(path))
+        self.model, self.tokenizer = load(str(path))  # type: ignore[misc]  # mlx_lm types load() as a 2- or 3-tuple; 2 without return_config
         if not getattr(self.tokenizer, "chat_template", None):
             raise UserError(f"The explainer model {model} has no chat template", "Pass an instruction-tuned (chat) mlx-lm model to --explainer")
         self.name = str(model)
@@ -79,7 +79,7 @@ class ChatModel:
         return list(batch_generate(self.model, self.tokenizer, ids, max_tokens=max_tokens).texts)
 
 
-def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+def _decode(tokenizer: Any, ids: Iterable[int]) -> str:
     try:
         return tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
     except TypeError:

@@ -94,6 +94,7 @@ class Intervention:
         """The feature's new activation from its current one."""
         if self.mode == "ablate":
             return mx.zeros_like(z)
+        assert self.value is not None  # __post_init__: every mode but ablate has a finite value
         if self.mode == "clamp":
             return mx.full(z.shape, self.value, dtype=z.dtype)
         if self.mode == "scale":
@@ -576,13 +577,13 @@ def steer(
                     try:
                         if name == "steered":
                             with runner.hooked(hook, hook_fn):
-                                token, _ = next(stream)
+                                next_token, _ = next(stream)
                         else:
-                            token, _ = next(stream)
+                            next_token, _ = next(stream)
                     except StopIteration:
                         finished[name] = True
                         continue
-                    token = int(token)
+                    token = int(next_token)
                     done += 1
                     if stop_at_eos and token in eos:
                         finished[name] = True
@@ -716,15 +717,16 @@ def removal_effect(
         alp = _log_softmax(ablated[:, :-1])
         target = tokens[:, 1:, None]
         change = (mx.take_along_axis(clp, target, axis=-1) - mx.take_along_axis(alp, target, axis=-1))[..., 0]  # (b, L-1)
+        assert hook_fn.recorded is not None  # record=True: variant_logits ran the hook, which recorded
         z = hook_fn.recorded[..., 0][:, :-1]  # (b, L-1): the feature at each predicting position
         positions = mx.arange(z.shape[1])[None, :]
         fires = (z > 0) & (positions >= first)
         seen = mx.cumsum(fires.astype(mx.int32), axis=1) > 0
         after = seen & ~fires
-        firing_sum += float(mx.sum(mx.where(fires, change, 0.0)).item())
-        after_sum += float(mx.sum(mx.where(after, change, 0.0)).item())
-        n_firing += int(mx.sum(fires).item())
-        n_after += int(mx.sum(after).item())
+        firing_sum += float(mx.sum(mx.where(fires, change, 0.0)).item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
+        after_sum += float(mx.sum(mx.where(after, change, 0.0)).item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
+        n_firing += int(mx.sum(fires).item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
+        n_after += int(mx.sum(after).item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
         w = fires.astype(mx.float32)[..., None]
         pc, pa = mx.exp(clp), mx.exp(alp)
         drop = mx.sum((pc - pa) * w, axis=(0, 1))
@@ -761,7 +763,7 @@ def removal_effect(
 # -- benchmark ---------------------------------------------------------------------------
 
 
-def steer_benchmark(session: "Session" = None, new_tokens: int = 48, repeats: int = 5, ablate_runs: int = 30) -> list[dict[str, Any]]:
+def steer_benchmark(session: "Session | None" = None, new_tokens: int = 48, repeats: int = 5, ablate_runs: int = 30) -> list[dict[str, Any]]:
     """Generation tokens/s clean vs with 3 interventions, and ablate latency on a 64-token text.
 
     Returns one dict per figure (for `python -m saetui.bench`). Opens the demo when no

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -201,7 +201,7 @@ def normalise_token(s: str) -> str:
 
 def interpretable_features(
     counts: np.ndarray,
-    top_tokens: dict[int, Sequence[str]],
+    top_tokens: Mapping[int, Sequence[str]],
     candidates: int = INTERP_CANDIDATES,
     top_examples: int = INTERP_TOP_EXAMPLES,
     min_share: float = INTERP_MIN_SHARE,
@@ -338,7 +338,7 @@ class SparsityAccumulator:
     """Per-feature firing counts and the per-token L0 distribution over batches."""
 
     d_sae: int
-    k: int
+    k: int | None  # None: the architecture has no k
     n_tokens: int = 0
     counts: np.ndarray = None  # type: ignore[assignment]
     l0_counts: np.ndarray = None  # type: ignore[assignment]

@@ -221,6 +221,8 @@ class ModelRunner:
         size = getattr(args, "vocab_size", None)
         if size is None:
             size = len(self.tokenizer.get_vocab()) if hasattr(self.tokenizer, "get_vocab") else None
+        if size is None:
+            raise TypeError(f"cannot tell the vocabulary size of {self.name}: no args.vocab_size and no tokenizer vocabulary")
         return int(size)
 
     def check_hook(self, layer: int | None, component: str | None, post_norm: bool = False) -> Hook:
@@ -343,6 +345,7 @@ class ModelRunner:
 
         saved = list(self.layers[: hook.layer])
         if clean.replayable and hook.layer > 0:
+            assert clean.layer_input is not None  # replayable: the layer's input was recorded
             cached = mx.concatenate([clean.layer_input] * n, axis=0) if n > 1 else clean.layer_input
             for i in range(hook.layer):
                 self.layers[i] = _ReplayLayer(saved[i], cached if i == hook.layer - 1 else None)
@@ -541,7 +544,7 @@ def load_model(name: str, allow_download: bool = False) -> ModelRunner:
     # mlx-lm and transformers consult the hub for some files even for local paths.
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if allow_download else "1")
     try:
-        model, tokenizer = mlx_lm.load(str(path))
+        model, tokenizer = mlx_lm.load(str(path))  # type: ignore[misc]  # mlx_lm types load() as a 2- or 3-tuple; 2 without return_config
     except UserError:
         raise
     except Exception as exc:

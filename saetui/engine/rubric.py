@@ -50,6 +50,13 @@ def band(metric: str, value: float | None) -> str | None:
     return None
 
 
+def _known_band(metric: str, value: float) -> str:
+    """band() for a metric it defines, given a number: never None."""
+    b = band(metric, value)
+    assert b is not None, metric
+    return b
+
+
 def l0_band(l0_mean: float, k: int) -> str:
     """How close the mean L0 is to k (saetui's tolerance, named in DEFINITIONS)."""
     if k <= 0 or not math.isfinite(l0_mean):
@@ -78,9 +85,9 @@ def rating(score: float) -> str:
 
 def quality_score(cosine: float, dead_fraction_practical: float, n_interpretable: int) -> dict[str, Any]:
     """The guide's 0-5 score, its parts, its rating and its next step."""
-    rec = RECONSTRUCTION_POINTS[band("cosine_similarity", cosine)]
-    spa = SPARSITY_POINTS[band("dead_fraction", dead_fraction_practical)]
-    itp = INTERPRETABILITY_POINTS[band("interpretability", n_interpretable)]
+    rec = RECONSTRUCTION_POINTS[_known_band("cosine_similarity", cosine)]
+    spa = SPARSITY_POINTS[_known_band("dead_fraction", dead_fraction_practical)]
+    itp = INTERPRETABILITY_POINTS[_known_band("interpretability", n_interpretable)]
     total = rec + spa + itp
     r = rating(total)
     return {

@@ -101,7 +101,7 @@ class ClustersScreen(EngineScreen):
             table.add_column(label, key=key)
         table.focus()
         self.app.registry_changed_signal.subscribe(self, self._registry_changed)
-        self.run_worker(self._load, group="clusters", exclusive=True)
+        self.run_worker(self._load, group="clusters", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
@@ -109,7 +109,7 @@ class ClustersScreen(EngineScreen):
             # Cancelled (x) earlier: coming back starts again (the index build resumes).
             self.error, self._cancelled = None, False
             self.query_one("#clusters-summary", Static).update(Text("Clustering the features…"))
-            self.run_worker(self._load, group="clusters", exclusive=True)
+            self.run_worker(self._load, group="clusters", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     # -- computing ---------------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class ClustersScreen(EngineScreen):
             return
         self._members_for = cid
         fmap.highlight(cid, fmap.current)
-        self.run_worker(partial(self._fill_members, cid), group="members", exclusive=True)
+        self.run_worker(partial(self._fill_members, cid), group="members", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     async def _fill_members(self, cid: int) -> None:
         c = self.clustering

@@ -296,8 +296,9 @@ class EditEntryScreen(ModalScreen[EditedEntry | None]):
 
     def compose(self) -> ComposeResult:
         entry = self.original
-        name = entry.get("name") if isinstance(entry.get("name"), str) else ""
-        description = entry.get("description") if isinstance(entry.get("description"), str) else ""
+        raw_name, raw_description = entry.get("name"), entry.get("description")
+        name = raw_name if isinstance(raw_name, str) else ""
+        description = raw_description if isinstance(raw_description, str) else ""
         examples = [e for e in entry.get("examples") or [] if isinstance(e, str)] if isinstance(entry.get("examples"), list) else []
         self._examples_prefilled = not examples and bool(self.suggested_examples)
         if self._examples_prefilled:

@@ -119,7 +119,7 @@ class FeatureScreen(EngineScreen):
     def on_mount(self) -> None:
         self._mounted = True
         self.app.registry_changed_signal.subscribe(self, self._registry_changed)
-        self.run_worker(self._start, group="feature-start")
+        self.run_worker(self._start, group="feature-start")  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     async def _start(self) -> None:
         if not await self.wait_ready():
@@ -145,7 +145,7 @@ class FeatureScreen(EngineScreen):
             return
         if self.build_job is not None and not self.build_job.done:
             return
-        self.run_worker(self._build, group="feature-index", exclusive=True)
+        self.run_worker(self._build, group="feature-index", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     async def _build(self) -> None:
         if not await self.wait_ready():
@@ -243,7 +243,7 @@ class FeatureScreen(EngineScreen):
         # A later refresh may replace this fetch (workers are exclusive): keep its reset.
         self._reset_next = self._reset_next or reset
         # A callable, not a coroutine: a worker that never starts (app exiting) leaves nothing un-awaited.
-        self.run_worker(partial(self._fetch, self.feature_id), group="feature-page", exclusive=True)
+        self.run_worker(partial(self._fetch, self.feature_id), group="feature-page", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     async def _fetch(self, feature_id: int) -> None:
         known = self.page if self.page is not None and self.page.feature_id == feature_id else None
@@ -525,7 +525,7 @@ class FeatureScreen(EngineScreen):
         if self.feature_id is None or self.index is None:
             self.notify("No feature index yet: the effect of removing a feature is measured on its top contexts")
             return
-        self.run_worker(partial(self._removal, self.feature_id), group="feature-removal", exclusive=True)
+        self.run_worker(partial(self._removal, self.feature_id), group="feature-removal", exclusive=True)  # type: ignore[arg-type]  # Textual's WorkType infers Never for async callables
 
     async def _removal(self, feature_id: int) -> None:
         from ..engine.intervene import removal_effect

@@ -24,7 +24,7 @@ from textual import on
 from textual.message import Message
 
 from ..engine.errors import Cancelled, UserError
-from ..engine.intervene import DEFAULT_MAX_NEW_TOKENS, MODE_HELP, Intervention, TextEffects, parse_intervention, steer, text_effects
+from ..engine.intervene import DEFAULT_MAX_NEW_TOKENS, MODE_HELP, Intervention, SteerProgress, TextEffects, parse_intervention, steer, text_effects
 from ..engine.worker import Job, Progress
 from ..messages import RegistryChange
 from ..ui.safe_text import literal, visible
@@ -273,7 +273,7 @@ class SteerScreen(EngineScreen):
 
     @on(Streamed)
     def _streamed(self, message: "SteerScreen.Streamed") -> None:
-        if message.job is self.job and hasattr(message.progress, "clean_text"):
+        if message.job is self.job and isinstance(message.progress, SteerProgress):
             self._pane(message.progress.clean_text, message.progress.steered_text)
 
     def _pane(self, clean: str, steered: str) -> None:

@@ -8,13 +8,16 @@ and a thin separator), the maximum token can be marked, and token text goes thro
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
 from .safe_text import visible
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BASE = (30, 30, 30)
 HOT = (255, 140, 0)
@@ -34,7 +37,7 @@ def text_color(fraction: float) -> Color:
 
 def shaded_tokens(
     tokens: Sequence[str],
-    activations: Sequence[float],
+    activations: Sequence[float] | np.ndarray,
     scale: float | None = None,
     mark: int | None = None,
     cursor: int | None = None,

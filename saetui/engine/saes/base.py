@@ -287,6 +287,7 @@ class SAE(ABC):
                 )
             _, state, x = self._state
         if x is not None:
+            assert self.W_skip is not None  # encode keeps x only when there is a skip connection
             y = y + x @ self.W_skip.T
         return self.norm.invert(y, state)
 
@@ -370,6 +371,7 @@ class TopKSAE(SAE):
     """
 
     architecture = "TopK"
+    k: int
 
     def __init__(self, *, k: int, rescale_by_decoder_norm: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
@@ -403,6 +405,7 @@ class GroupMaxSAE(SAE):
     """sparsify `groupmax`: relu(pre) split into k contiguous groups; each keeps its max."""
 
     architecture = "GroupMax"
+    k: int
 
     def __init__(self, *, k: int, **kw: Any) -> None:
         super().__init__(**kw)
@@ -426,6 +429,7 @@ class BatchTopKSAE(SAE):
     batch; `calibrated(...)` / `with_threshold(t)` give the per-token inference view."""
 
     architecture = "BatchTopK"
+    k: int
 
     def __init__(self, *, k: int, **kw: Any) -> None:
         super().__init__(**kw)
@@ -539,7 +543,7 @@ class ThresholdCalibrator:
             )
         m = self.sae.k * self.n_tokens
         kept = mx.topk(self.kept, m) if self.kept.size > m else self.kept
-        m_th = float(mx.min(kept).item())
+        m_th = float(mx.min(kept).item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
         if m_th <= 0.0:
             # Fewer than k positive values per token overall: keep every positive one.
             return 0.0

@@ -30,7 +30,7 @@ JSON_SIZE_CAP = 8 * 1024 * 1024
 # A safetensors header is a few KiB per tensor.
 SAFETENSORS_HEADER_CAP = 64 * 1024 * 1024
 
-_SAFETENSORS_DTYPES = {
+_SAFETENSORS_DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),

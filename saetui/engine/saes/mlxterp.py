@@ -91,14 +91,14 @@ def load_mlxterp(path: Path) -> SAE:
     else:
         expected["decoder.weight"] = (d, m)
         expected["decoder.bias"] = (d,)
-    optional = {"input_mean": (d,), "input_std": (d,)}
+    optional: dict[str, tuple[int, ...]] = {"input_mean": (d,), "input_std": (d,)}
     w = validate.tensors(w_path, arrays, stored, expected, f"tied_weights={cfg.tied_weights}", optional, strict=False)
     norm = None
     if cfg.normalize_input:
         if "input_std" not in w:
             raise UserError(f"{w_path} has no 'input_std' but config.json sets normalize_input", "Copy the SAE again from its training run")
         std = w["input_std"]
-        bad = int((std <= 0).sum().item())
+        bad = int((std <= 0).sum().item())  # type: ignore[arg-type]  # mlx stubs: item() is int | float | complex
         if bad:
             raise UserError(
                 f"{w_path}: 'input_std' has {bad} of {d} entries that are zero or negative, so normalize_input would "

@@ -96,7 +96,8 @@ class SAELensConfig:
                 cfg["normalize_activations"] = "expected_average_only_in"
             elif norm is False:
                 cfg["normalize_activations"] = "none"
-            kwargs = cfg.get("activation_fn_kwargs") if isinstance(cfg.get("activation_fn_kwargs"), dict) else {}
+            fn_kwargs = cfg.get("activation_fn_kwargs")
+            kwargs = fn_kwargs if isinstance(fn_kwargs, dict) else {}
             if activation == "topk" and kwargs.get("k") is not None:
                 cfg["architecture"] = "topk"
                 cfg["k"] = kwargs["k"]
@@ -215,6 +216,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
     if arch in BATCHTOPK:
         # Export as SAELens does (spec §2.7): fold the decoder norms, one threshold for all.
         if cfg.rescale_acts_by_decoder_norm:
+            assert b_enc is not None  # expected (and validated) for every architecture but gated
             n = mx.linalg.norm(W_dec, axis=-1)
             W_enc = W_enc * n
             b_enc = b_enc * n
@@ -231,6 +233,7 @@ def load_saelens(path: Path, norm_scaling_factor: float | None = None) -> SAE:
         b_enc = mx.zeros((m,))  # unused: gated SAEs have b_gate and b_mag
         extra.update(b_gate=w["b_gate"], b_mag=w["b_mag"], r_mag=w["r_mag"])
 
+    assert b_enc is not None  # validated above for every architecture but gated, which gets zeros
     _check_sparsity(path, m, notes)
     hook = hook_for_sae(md.get("hook_name"), md.get("model_class_name"), str(path / CFG))
     model_name = md.get("model_name")
@@ -316,5 +319,6 @@ def _check_sparsity(path: Path, d_sae: int, notes: list[str]) -> None:
     except UserError as exc:
         notes.append(f"sparsity.safetensors ignored: {exc.problem}")
         return
-    if tuple(np.shape(arrays.get("sparsity"))) != (d_sae,):
+    sparsity = arrays.get("sparsity")
+    if sparsity is None or tuple(sparsity.shape) != (d_sae,):
         notes.append("sparsity.safetensors ignored: it holds no 'sparsity' tensor of shape (d_sae,)")
