@@ -83,6 +83,9 @@ class SaetuiApp(App[int]):
         self.sub_title = "loading..."
         if self.registry.warning:
             self.notify(visible(self.registry.warning), severity="warning", timeout=20, markup=False)
+        if self.startup_notice:
+            # e.g. running on MLX's slow reference BLAS, and how to get the fast one.
+            self.notify(visible(self.startup_notice), timeout=15, markup=False)
         self.run_worker(self._open_engine(), name="open-engine", exclusive=True)
         if os.environ.get("SAETUI_FIRST_FRAME_FILE"):
             # For the benchmark (saetui.bench): when the first frame has been painted.

@@ -184,6 +184,7 @@ def _run_app(args: argparse.Namespace, blas) -> int:
     if not args.download:
         from .engine.model import resolve_model_path
 
+        assert engine.model_name is not None  # read_sae above refused an SAE naming no model
         model_dir = resolve_model_path(engine.model_name)  # a model that is not there fails here, not after the first frame
         from .commands.checks import check_context_len_against
 

@@ -104,7 +104,6 @@ class Bookkeeper:
         self.done = index.contexts_done  # contexts folded in, synced or not
         self._zero_tallies()
         self._refresh_floors()
-        self.last_sync = time.perf_counter()
         self._row_of = np.full(0, -1, dtype=np.int32)
         self.compact_at = max(COMPACT_MIN, d * index.top_k // 4)
         self.last_sync: float | None = None  # perf_counter of the last sync (None: never)

@@ -259,7 +259,8 @@ class FeatureIndex:
             meta = json.dumps(self.meta, sort_keys=True, default=str)
             buffer = io.BytesIO()
             # Uncompressed: saving and loading stay fast; the zip's CRCs still catch damage.
-            np.savez(buffer, meta=np.frombuffer(meta.encode("utf-8"), dtype=np.uint8), **arrays)
+            arrays["meta"] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+            np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its bool flag
         return buffer.getvalue()
 
     @classmethod
@@ -271,14 +272,17 @@ class FeatureIndex:
             meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         except Exception as exc:  # noqa: BLE001 - zip, zlib, CRC and JSON damage surface as assorted types
             raise ValueError(f"unreadable: {type(exc).__name__}") from None
+        missing = [name for name in ("contexts", "count", "act_sum", "hist", "top_key", "smp_key") if name not in arrays]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
         index = cls(
             meta,
-            arrays.get("contexts"),
-            arrays.get("count"),
-            arrays.get("act_sum"),
-            arrays.get("hist"),
-            Keeper.from_arrays(arrays, "top") if "top_key" in arrays else None,
-            Keeper.from_arrays(arrays, "smp") if "smp_key" in arrays else None,
+            arrays["contexts"],
+            arrays["count"],
+            arrays["act_sum"],
+            arrays["hist"],
+            Keeper.from_arrays(arrays, "top"),
+            Keeper.from_arrays(arrays, "smp"),
         )
         index._validate()
         return index
