@@ -65,6 +65,7 @@ def test_two_ranks_build_the_single_process_index_exactly(capsys, tiny_setup):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)  # rank 0 alone prints
     assert summary["ranks"] == 2 and summary["built"] is True and summary["cache_file"] == str(path)
+    assert summary["shard_bytes"] > 0 and summary["merge_seconds"] >= 0
     assert summary["tokens_indexed"] == single["tokens_indexed"] and summary["live_features"] == single["live_features"]
     two_arrays, two_meta = stored(path)
     assert two_meta == one_meta and two_meta["complete"] is True
@@ -89,4 +90,13 @@ def test_a_failing_rank_leaves_no_complete_index(tiny_setup):
     assert index_files() == [], "a failed distributed build left an index file"
     assert "stopping, the build failed on rank 1" in done.stderr, done.stderr
     assert "SAETUI_TEST_FAIL_RANK made rank 1 fail" in done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_a_rank_that_dies_leaves_no_complete_index(tiny_setup):
+    needs_launch()
+    # mlx.launch ends the other ranks when one dies (a survivor left waiting in a collective
+    # would instead get MLX's lost-connection error, which saetui turns into one line).
+    done = launch(tiny_setup, {"SAETUI_TEST_FAIL_RANK": "1:exit"})
+    assert index_files() == [], "a distributed build whose rank died left an index file"
     assert done.stdout.strip() == ""

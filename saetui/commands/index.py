@@ -17,7 +17,7 @@ import time
 
 from ..engine.errors import UserError
 from ..engine.index import MAX_TOP_K, build_index, default_budget, tier_for
-from ..engine.index.distributed import build_index_distributed, launched_group
+from ..engine.index.distributed import DistributedBuild, launched_group
 from ..ui.progress import cli_progress
 from ..ui.safe_text import dumps_json_safe, visible
 from .top_texts import print_notes
@@ -39,12 +39,13 @@ def run(args: argparse.Namespace, engine) -> int:
     budget = default_budget(session)
     notes: list[str] = []
     started = time.perf_counter()
+    sharded = DistributedBuild(session, group, budget, top_k) if group is not None else None
     if rank == 0:
         with cli_progress() as progress:
-            index = _build(engine, session, group, budget, top_k, notes, progress)
+            index = _build(engine, session, sharded, budget, top_k, notes, progress)
         built = progress.reported
     else:
-        index = _build(engine, session, group, budget, top_k, notes, None)
+        _build(engine, session, sharded, budget, top_k, notes, None)
         return 0  # rank 0 reports for everyone (mlx.launch merges the ranks' output)
     print_notes(notes)
     seconds = time.perf_counter() - started
@@ -64,6 +65,10 @@ def run(args: argparse.Namespace, engine) -> int:
         "ranks": ranks,
         "cache_file": str(index.path) if index.path else None,
     }
+    if sharded is not None and built:
+        summary["exchange_seconds"] = round(sharded.exchange_seconds, 3)  # serializing and all_gather of the states
+        summary["merge_seconds"] = round(sharded.merge_seconds, 3)  # rank 0's merge and file write
+        summary["shard_bytes"] = sharded.wire_bytes  # rank 0's state on the wire
     if args.json:
         sys.stdout.write(dumps_json_safe(summary, indent=2) + "\n")
         return 0
@@ -74,7 +79,10 @@ def run(args: argparse.Namespace, engine) -> int:
     return 0
 
 
-def _build(engine, session, group, budget, top_k, notes, progress):
-    if group is None:
+def _build(engine, session, sharded, budget, top_k, notes, progress):
+    if sharded is None:
         return engine.call_job("indexing", build_index, session, budget, top_k, None, notes, on_progress=progress)
-    return engine.call_job("indexing", build_index_distributed, session, group, budget, top_k, None, notes, on_progress=progress)
+    try:
+        return engine.call_job("indexing", sharded.run, on_progress=progress)
+    finally:
+        notes.extend(sharded.notes)

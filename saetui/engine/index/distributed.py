@@ -148,7 +148,11 @@ def merge_shards(shards: list[FeatureIndex]) -> FeatureIndex:
 
 
 def _maybe_fail_for_tests(rank: int, done: int) -> None:
-    if done > 0 and os.environ.get(_FAIL_RANK_VAR) == str(rank):
+    """`RANK`: that rank raises; `RANK:exit`: it dies on the spot (as a killed process would)."""
+    target, _, how = os.environ.get(_FAIL_RANK_VAR, "").partition(":")
+    if done > 0 and target == str(rank):
+        if how == "exit":
+            os._exit(3)
         raise RuntimeError(f"{_FAIL_RANK_VAR} made rank {rank} fail")
 
 
@@ -164,7 +168,8 @@ class DistributedBuild:
         self.notes: list[str] = []
         self.from_cache = False
         self.seconds = 0.0
-        self.merge_seconds = 0.0
+        self.merge_seconds = 0.0  # rank 0: merging the shards and writing the file
+        self.exchange_seconds = 0.0  # serializing and all_gather of the states (after the vote: no waiting on a slower rank)
         self.wire_bytes = 0  # this rank's serialized state
 
     @property
@@ -211,9 +216,11 @@ class DistributedBuild:
             self.notes.extend(build.notes)
         self._vote(error, "the build")
         assert shard is not None
+        t0 = time.perf_counter()
         data = shard_to_bytes(shard)
         self.wire_bytes = len(data)
         exchanged = comm.gather_bytes(data)
+        self.exchange_seconds = time.perf_counter() - t0
         merged = None
         if comm.rank == 0:
             t0 = time.perf_counter()
