@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 # The environment mlx.launch (ring, MPI) gives each rank; without one of them the
 # command never touches mx.distributed.
-LAUNCH_VARS = ("MLX_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MLX_JACCL_DEVICES")
+LAUNCH_VARS = ("MLX_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 # Tests only: the rank named here raises partway through its build.
 _FAIL_RANK_VAR = "SAETUI_TEST_FAIL_RANK"
 
@@ -216,6 +216,7 @@ class DistributedBuild:
             self.notes.extend(build.notes)
         self._vote(error, "the build")
         assert shard is not None
+        yield Progress("exchanging and merging the ranks' states", 0, 1, "steps", time.perf_counter() - began)
         t0 = time.perf_counter()
         data = shard_to_bytes(shard)
         self.wire_bytes = len(data)
