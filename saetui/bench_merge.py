@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .engine.index.distributed import merge_shards, shard_from_bytes, shard_to_bytes
-from .engine.index.keeper import HIST_BINS, Keeper, activation_key, rank_of, sample_key
+from .engine.index.keeper import HIST_BINS, activation_key, rank_of, sample_key
 from .engine.index.store import INDEX_FORMAT, SAMPLES_KEPT, WINDOW_AFTER, WINDOW_BEFORE, FeatureIndex
 
 
