@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "eval": ("saetui.commands.eval", "quality report in the terminal, JSON written"),
     "top-features": ("saetui.commands.top_features", "the features that fire most on a text"),
     "top-texts": ("saetui.commands.top_texts", "the contexts where a feature fires most"),
+    "index": ("saetui.commands.index", "build the feature index headless (under mlx.launch: sharded across ranks)"),
     "registry": ("saetui.commands.registry", "list the named features"),
     "search": ("saetui.commands.search", "features by name, explanation or top tokens"),
     "explain": ("saetui.commands.explain", "explanations of every live feature and their scores (--explainer MODEL: by a local chat model)"),

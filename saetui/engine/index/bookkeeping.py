@@ -1,8 +1,8 @@
 """Folding sparse codes into the index: the device narrows, the host keeps score.
 
 Per batch, on the MLX device, from the (feature, value) pairs of `sparse.SparseCodes`:
-- counts, activation sums and log-binned histograms, as scatter-adds into device tallies
-  (a d_sae vector, a d_sae vector, a d_sae x bins matrix) flushed to the host at each sync;
+- counts and log-binned histograms, as scatter-adds into device tallies (a d_sae vector
+  and a d_sae x bins matrix) flushed to the host at each sync;
 - each (context, feature)'s strongest token (the first on ties), by a scatter-max and a
   scatter-min over the pairs;
 - which of those can still enter a feature's top K (activation above its K-th kept one)
@@ -16,6 +16,11 @@ recomputed at lookup: recomputing means a forward pass and a full encode per fea
 (seconds for a 2048-wide model on a CPU), and recomputing for the final top K at the end
 means a second pass over nearly every context. The window's token ids are not stored:
 the index keeps its contexts and slices them at lookup.
+
+Activation sums are added on the host in float64 from the pairs read back anyway: a
+float64 sum of float32 values is exact while a feature's total over its smallest value
+stays under 2^29, so it does not depend on how the contexts were grouped into batches,
+syncs or shards (a sharded build then merges to the very same sums).
 
 `sync` flushes the tallies, compacts the keepers and refreshes the device's floors; the
 index's visible state (and `contexts_done`) changes only there, so a partial index is
@@ -110,7 +115,7 @@ class Bookkeeper:
 
     def _zero_tallies(self) -> None:
         self.count = mx.zeros((self.d,), dtype=mx.int32)
-        self.act_sum = mx.zeros((self.d,), dtype=mx.float32)
+        self.act_sum = np.zeros((self.d,), dtype=np.float64)
         self.hist = mx.zeros((self.d * HIST_BINS + 1,), dtype=mx.int32)  # + a slot for padding
 
     def _refresh_floors(self) -> None:
@@ -141,7 +146,7 @@ class Bookkeeper:
         hist_slot = mx.where(valid, F * HIST_BINS + histogram_bin_mx(V), d * HIST_BINS)
         pending = PendingBatch(start, b, length, width, F, V, mask, valid.astype(mx.int32), hist_slot)
         # The tallies of the batch folded before this one are added now, on the device.
-        mx.async_eval(*pending.arrays(), self.count, self.act_sum, self.hist)
+        mx.async_eval(*pending.arrays(), self.count, self.hist)
         return pending
 
     # -- host ---------------------------------------------------------------------------------
@@ -151,13 +156,13 @@ class Bookkeeper:
         # Tallied when folded (queued lazily on the device), so they always cover exactly
         # the batches folded in, whatever is still queued.
         self.count = self.count.at[p.features].add(p.valid)
-        self.act_sum = self.act_sum.at[p.features].add(p.values)
         self.hist = self.hist.at[p.hist_slot].add(mx.ones_like(p.hist_slot))
         mask = np.asarray(p.mask)
         cand = np.flatnonzero(mask)
+        F = np.asarray(p.features)
+        V = np.asarray(p.values)
+        self.act_sum += np.bincount(F, weights=np.where(V > 0, V, 0).astype(np.float64), minlength=self.d)
         if cand.size:
-            F = np.asarray(p.features)
-            V = np.asarray(p.values)
             self._offer(p, F, V, mask, cand)
         self.done += p.n_contexts
         # Otherwise the driver syncs when it wants the partial state seen (slices, checkpoints).
@@ -201,9 +206,9 @@ class Bookkeeper:
 
     def sync(self) -> None:
         """Make everything folded so far visible in the index, and tighten the floors."""
-        mx.eval(self.count, self.act_sum, self.hist)
+        mx.eval(self.count, self.hist)
         count = np.asarray(self.count).astype(np.int64)
-        act_sum = np.asarray(self.act_sum).astype(np.float64)
+        act_sum = self.act_sum
         hist = np.asarray(self.hist[:-1]).astype(np.int64).reshape(self.d, HIST_BINS)
         index = self.index
         with index.lock:

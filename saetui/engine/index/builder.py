@@ -11,6 +11,10 @@ index's own format); a damaged file is deleted and rebuilt.
 
 While a build runs, `session.index` answers queries with what is known so far (partial).
 
+A shard build (`shard=(rank, size)`, see `distributed.py`) folds in only its rank's
+contiguous, batch-aligned share of the contexts (`shard_range`), touches no file and is
+never marked complete: the ranks' states merge into the index.
+
 The next batch's forward pass and encode are queued on the device (`mx.async_eval`)
 before the host reads back the previous batch.
 """
@@ -134,15 +138,28 @@ def find_cached(session: "Session", budget: int | None = None, top_k: int = DEFA
 # -- the build ---------------------------------------------------------------------------------
 
 
+def shard_range(n_contexts: int, batch_size: int, rank: int, size: int) -> tuple[int, int]:
+    """Contexts [lo, hi) of rank `rank` of `size`: a contiguous run of whole batches.
+
+    Whole batches, so every rank forms exactly the batches a single process forms (the
+    numbers of a batched forward pass, and BatchTopK's batch thresholds, depend on them).
+    """
+    n_batches = -(-int(n_contexts) // int(batch_size))
+    lo = rank * n_batches // size * batch_size
+    hi = (rank + 1) * n_batches // size * batch_size
+    return min(lo, n_contexts), min(hi, n_contexts)
+
+
 class IndexBuild:
     """One build's settings and what it found out (`notes`, `resumed_from`, `seconds`).
 
     `run()` is the generator; `index` is set as soon as it is known (before any batch).
     """
 
-    def __init__(self, session: Any, budget: int | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int | None = None, use_cache: bool = True) -> None:
+    def __init__(self, session: Any, budget: int | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int | None = None, use_cache: bool = True, shard: tuple[int, int] | None = None) -> None:
         self.session = session
-        self.use_cache = use_cache  # False: build in memory only (neither read nor write files)
+        self.shard = shard  # (rank, size): fold in only that share; no files, never complete
+        self.use_cache = use_cache and shard is None  # False: build in memory only (neither read nor write files)
         self.budget = int(budget or default_budget(session))
         self.top_k = tier_for(top_k)
         self.batch_size = batch_size
@@ -184,12 +201,16 @@ class IndexBuild:
         self.resumed_from = index.contexts_done
         first = corpus.first_position
         total = corpus.n_tokens
+        start, stop = 0, corpus.n_contexts
+        if self.shard is not None:
+            start, stop = shard_range(corpus.n_contexts, self.batch_size or session.settings.batch_size, *self.shard)
+            total = (stop - start) * corpus.context_len
         label = "indexing"
         yield Progress(label, index.contexts_done * corpus.context_len, total, "tokens", 0.0)
         keeper = self._keeper = Bookkeeper(index)
         last_checkpoint = time.perf_counter()
-        start = index.contexts_done
-        rest = replace(corpus, contexts=corpus.contexts[start:])
+        start += index.contexts_done
+        rest = replace(corpus, contexts=corpus.contexts[start:stop])
         batches = session.iter_activations(rest, batch_size=self.batch_size)
         pending = None
         try:
@@ -231,7 +252,7 @@ class IndexBuild:
         with index.lock:
             index.top.sort_rows()
             index.samples.sort_rows()
-            index.meta["complete"] = True
+            index.meta["complete"] = self.shard is None
         if self.use_cache:
             try:
                 cache.atomic_write_bytes(final_path, index.to_bytes())
@@ -294,12 +315,13 @@ def build_index(
     batch_size: int | None = None,
     notes: list[str] | None = None,
     use_cache: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Generator[Progress, None, FeatureIndex]:
     """Build (or load, or resume) the index: long work that yields Progress and returns the
     FeatureIndex. `session.index` is the index from the first step on (partial while it
     builds). `notes` receives what the build found worth saying (resumed, damaged cache...).
     """
-    run = IndexBuild(session, budget, top_k, batch_size, use_cache)
+    run = IndexBuild(session, budget, top_k, batch_size, use_cache, shard)
     try:
         return (yield from run.run())
     finally:
