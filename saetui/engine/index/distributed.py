@@ -122,7 +122,8 @@ def shard_to_bytes(index: FeatureIndex) -> bytes:
         arrays.update(index.samples.arrays("smp"))
         meta = json.dumps(index.meta, sort_keys=True, default=str)
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.frombuffer(meta.encode("utf-8"), dtype=np.uint8), **arrays)
+    arrays["meta"] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its bool flag
     return buffer.getvalue()
 
 
