@@ -34,6 +34,7 @@ import numpy as np
 
 from . import cache
 from .errors import UserError
+from .sae import TopKSAE
 from .worker import Progress
 
 if TYPE_CHECKING:
@@ -184,7 +185,6 @@ class InterventionHook:
         self._ops = [(column[iv.feature_id], iv) for iv in self.interventions]
         self.directions = sae.decoder_directions[mx.array(self.features)].astype(mx.float32)  # (n, d)
         self.needs_encoding = any(not iv.is_additive for iv in self.interventions)
-        self._batch_encode = getattr(sae, "kind", "") == "BatchTopKSAE" and getattr(sae, "threshold", 0.0) is None
         self.rows = rows
         self.record = record
         self.recorded: mx.array | None = None  # (B, L, n) the features' clean activations, last call
@@ -216,14 +216,15 @@ class InterventionHook:
         a top-k selection per token in every generation step.
         """
         sae, ids = self.sae, mx.array(self.features)
-        kind = getattr(sae, "kind", None)
-        if kind == "SAE" and hasattr(sae, "pre_activations") and hasattr(sae, "k"):
+        if isinstance(sae, TopKSAE):
             h = sae.pre_activations(x)
             mine = mx.take(h, ids, axis=-1)
             k = min(int(sae.k), h.shape[-1])
             larger = mx.sum(h[..., None, :] > mine[..., :, None], axis=-1)
-            return mx.where(larger < k, mine, 0.0).astype(mx.float32)
-        z = sae.encode(x, batch=True) if self._batch_encode else sae.encode(x)
+            return mx.where(larger < k, mx.maximum(mine, 0.0), 0.0).astype(mx.float32)
+        # Any other SAE encodes in the mode the session chose (BatchTopK: its batch semantics,
+        # or the calibrated per-token view).
+        z = sae.encode(x)
         return mx.take(z, ids, axis=-1).astype(mx.float32)
 
     def delta(self, x: mx.array) -> mx.array:
