@@ -23,7 +23,7 @@ def measure(kind: str = "clusters", n_features: int = 32768, d_model: int = 2048
 
 
 def main(argv: list[str]) -> int:
-    from .engine.blas import enable_fast_blas
+    from .blas import enable_fast_blas
 
     enable_fast_blas()  # before mlx.core is imported
     kind = argv[0] if argv else "clusters"
