@@ -397,7 +397,8 @@ def bench_bookkeeping(quick: bool) -> None:
         pending = queued
         if start + batch == n_ctx // 2:
             half_s = time.perf_counter() - t0
-    keeper.fold(pending)
+    if pending is not None:
+        keeper.fold(pending)
     keeper.sync()
     seconds = time.perf_counter() - t0
     n = n_ctx * length
@@ -429,7 +430,8 @@ def bench_eval_accumulators(quick: bool) -> None:
         if pending is not None:
             acc.add_sums(pending)
         pending = sums
-    acc.add_sums(pending)
+    if pending is not None:
+        acc.add_sums(pending)
     acc.result()
     seconds = time.perf_counter() - t0
     n = n_batches * tokens_per_batch
