@@ -79,17 +79,6 @@ def test_batchtopk_calibrated_threshold_gives_mean_l0_k_and_is_per_token(fixture
     assert view.content_hash != sae.content_hash and sae.with_threshold(theta).content_hash == view.content_hash
 
 
-def test_compat_mode_flag_and_mutable_threshold(fixtures_dir):  # compat: callers move to the new API (remove with the shims)
-    sae = load_sae(fixtures_dir / "batchtopk_qwen_l1_mlp.mlx")
-    acts = mx.array(np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32))
-    assert sae.kind == BATCH_TOPK
-    with pytest.raises(UserError, match="calibrate"):
-        sae.encode(acts, batch=False)
-    theta = sae.calibrate(acts)
-    assert theta == sae.threshold == sae.calibrated(acts).threshold_value
-    np.testing.assert_allclose(np.array(sae.encode(acts, batch=False)), np.array(sae.with_threshold(theta).encode(acts)))
-
-
 def test_decoder_directions_are_what_decode_adds(fixtures_dir):
     sae = load_sae(fixtures_dir / "topk_llama_l2_mlp.mlx")
     z = np.zeros((1, 512), np.float32)

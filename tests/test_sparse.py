@@ -9,11 +9,12 @@ import pytest
 
 from saetui.engine.index.bookkeeping import histogram_bin_mx, sample_key_mx
 from saetui.engine.index.keeper import HIST_BINS, histogram_bin, histogram_edges, sample_key
-from saetui.engine.sae import BATCH_TOPK, MlxterpSAE
+from saetui.engine.sae import BATCH_TOPK, SAE
+from saetui.engine.saes.mlxterp import mlxterp_sae
 from saetui.engine.sparse import batch_topk_codes, encode_sparse, threshold_codes, topk_codes
 
 
-def random_sae(kind: str = "SAE", d_model: int = 16, d_sae: int = 96, k: int = 8) -> MlxterpSAE:
+def random_sae(kind: str = "SAE", d_model: int = 16, d_sae: int = 96, k: int = 8) -> SAE:
     rng = np.random.default_rng(0)
     weights = {
         "encoder.weight": mx.array(rng.normal(size=(d_sae, d_model)).astype(np.float32)),
@@ -21,7 +22,7 @@ def random_sae(kind: str = "SAE", d_model: int = 16, d_sae: int = 96, k: int = 8
         "decoder.weight": mx.array(rng.normal(size=(d_model, d_sae)).astype(np.float32)),
         "decoder.bias": mx.zeros((d_model,)),
     }
-    return MlxterpSAE({"class": kind, "d_model": d_model, "d_hidden": d_sae, "k": k}, weights)
+    return mlxterp_sae({"class": kind, "d_model": d_model, "d_hidden": d_sae, "k": k}, weights)
 
 
 def dense_of(codes) -> np.ndarray:

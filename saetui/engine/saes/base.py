@@ -241,7 +241,8 @@ class SAE(ABC):
         return f"{self.describe()} {self.d_model}->{self.d_sae} {hook}"
 
     @property
-    def kind(self) -> str:  # compat: callers move to the new API (describe(), architecture)
+    def kind(self) -> str:
+        """The report's architecture type: the class an mlxterp file declares, else describe()."""
         if self.format == "mlxterp":
             return str(self.config.get("class", self.architecture))
         return self.describe()
@@ -264,8 +265,8 @@ class SAE(ABC):
         sae_in, _ = self._sae_in(x)
         return self._pre(sae_in)
 
-    def encode(self, x: mx.array, batch: bool | None = None) -> mx.array:
-        """Features (..., d_sae) for x (..., d_model). (`batch` is ignored: compat.)"""
+    def encode(self, x: mx.array) -> mx.array:
+        """Features (..., d_sae) for x (..., d_model), in this SAE's mode."""
         x = x.astype(mx.float32)
         sae_in, state = self._sae_in(x)
         if self.norm.token_dependent or self.W_skip is not None:
@@ -434,7 +435,6 @@ class BatchTopKSAE(SAE):
     def __init__(self, *, k: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.k = int(k)
-        self.threshold: float | None = None  # compat: callers move to the new API (with_threshold)
 
     def _pre(self, sae_in: mx.array) -> mx.array:
         return mx.maximum(sae_in @ self.W_enc + self.b_enc, 0.0)
@@ -459,21 +459,6 @@ class BatchTopKSAE(SAE):
         for batch in activations:
             calibrator.add(batch)
         return calibrator.view()
-
-    # compat: callers move to the new API (calibrated() / with_threshold() return a view)
-    def encode(self, x: mx.array, batch: bool | None = None) -> mx.array:
-        if batch is False:
-            if self.threshold is None:
-                raise UserError(
-                    "This BatchTopK SAE has no calibrated threshold for per-token encoding",
-                    "Call sae.calibrate(activations) first, or encode(x, batch=True) for mlxterp's batch semantics",
-                )
-            return self.with_threshold(self.threshold).encode(x)
-        return super().encode(x)
-
-    def calibrate(self, activations: Iterable[mx.array] | mx.array) -> float:  # compat: use calibrated()
-        self.threshold = self.calibrated(activations).threshold_value
-        return self.threshold
 
 
 class ThresholdedBatchTopKSAE(JumpReLUSAE):
@@ -507,7 +492,8 @@ class ThresholdedBatchTopKSAE(JumpReLUSAE):
         return self.threshold_value
 
     @property
-    def kind(self) -> str:  # compat: callers move to the new API
+    def kind(self) -> str:
+        """The base SAE's type (the view reports as the SAE the file declares)."""
         return self.base.kind
 
 
