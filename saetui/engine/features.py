@@ -31,6 +31,8 @@ from .worker import drive
 
 LOGIT_TOKENS = 10
 NEAREST = 10
+# Top contexts a feature page shows at first (the feature screen's `m` adds as many again).
+PAGE_CONTEXTS = 5
 
 LOGIT_HOW = (
     "decoder direction x final norm weight, through the unembedding "

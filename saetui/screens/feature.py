@@ -25,7 +25,7 @@ from textual.widgets.option_list import Option
 
 from ..engine.errors import Cancelled, UserError
 from ..engine.evaluate import evaluation_budget
-from ..engine.features import FeaturePage, feature_page
+from ..engine.features import PAGE_CONTEXTS, FeaturePage, feature_page
 from ..engine.index import DEFAULT_TOP_K, FeatureIndex, build_index, default_budget, histogram_edges
 from ..engine.worker import Job
 from ..messages import EditRegistryEntry, OpenFeature, ProbeText, RegistryChange
@@ -37,7 +37,7 @@ from ..widgets.feature_histogram import FeatureHistogram
 from .base import EngineScreen
 
 # Contexts shown at first, and added by each `m`.
-CONTEXTS_STEP = 5
+CONTEXTS_STEP = PAGE_CONTEXTS
 # The label of the index build on the engine's worker.
 INDEX_JOB = "indexing"
 # Seconds between refreshes of a feature's page while the index builds.
