@@ -105,6 +105,11 @@ async def test_s_on_the_probe_screen_adds_the_feature(tiny_setup, tmp_path):
         await pilot.press("s")
         top = probe.result.top_features[0]
         assert app.interventions == [Intervention(top.feature_id, "clamp", round(2 * top.max_activation, 3))]
+        # While interventions are active, the probe shows each token's loss change under them.
+        expected = await app.engine.run(text_effects, app.engine.session, "The cat sat", list(app.interventions))
+        effects = probe.query_one("#probe-effects", Static)
+        await wait_until(pilot, lambda: "intervention(s)" in str(effects.render()), "the loss changes", tries=1500)
+        assert f"loss change {expected.total_loss_change:+.3f} nats" in str(effects.render())
         screen = await _open_steer(app, pilot)
         assert _rows(screen)[0][:3] == [str(top.feature_id), "", "clamp"]
 

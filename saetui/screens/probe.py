@@ -32,6 +32,8 @@ from .edit_entry import SafeTextArea, editable
 
 # Seconds of no typing before the text is probed again.
 DEBOUNCE_S = 0.25
+# "At once" for a probe asked for by a key (a short timer, so typing still coalesces).
+NOW_S = 0.01
 SEPARATOR = "│"
 EMPTY_HINT = "Type or paste text above; its tokens appear here, shaded by the selected feature."
 
@@ -96,6 +98,8 @@ class ProbeScreen(EngineScreen):
         yield box
         yield Static("", id="probe-status")
         yield Static("", id="probe-notice")
+        # While the steer list holds interventions: each token's loss change under them.
+        yield Static("", id="probe-effects")
         strip = TokenStrip(id="probe-tokens")
         strip.border_title = "tokens (←/→ move)"
         yield strip
@@ -147,7 +151,8 @@ class ProbeScreen(EngineScreen):
         if self._debounce is not None:
             self._debounce.stop()
         generation = self._generation
-        self._debounce = self.set_timer(0.0 if now else DEBOUNCE_S, lambda: self._start_probe(generation))
+        # Never a 0-second timer: Textual's timer divides by its interval when the loop runs late.
+        self._debounce = self.set_timer(NOW_S if now else DEBOUNCE_S, lambda: self._start_probe(generation))
 
     def _start_probe(self, generation: int) -> None:
         if generation != self._generation:
@@ -175,6 +180,30 @@ class ProbeScreen(EngineScreen):
             return  # the text changed while this ran: a newer result is coming
         self.ranked = ranked
         self._show(result)
+        await self._show_effects(generation, text)
+
+    async def _show_effects(self, generation: int, text: str) -> None:
+        """The steer list's effect on this text's tokens (loss change per token), or nothing."""
+        from ..engine.intervene import text_effects
+        from .steer import shaded_by_loss, steer_list
+
+        view = self.query_one("#probe-effects", Static)
+        interventions = list(steer_list(self.app))
+        if not interventions or not text:
+            view.set_class(False, "-shown")
+            return
+        try:
+            effects = await self.engine.run(text_effects, self.app.session, text, interventions)
+        except UserError as exc:
+            view.update(literal(f"steer list: {exc.one_line()}"))
+            view.set_class(True, "-shown")
+            return
+        if generation != self._generation:
+            return
+        line = Text(f"with {len(interventions)} intervention(s) (5: steer): loss change {effects.total_loss_change:+.3f} nats  ", style="dim")
+        line.append_text(shaded_by_loss(effects))
+        view.update(line)
+        view.set_class(True, "-shown")
 
     def action_toggle_rank(self) -> None:
         self.rank_mode = RANK_ACTIVATION if self.rank_mode == RANK_DISTINCTIVE else RANK_DISTINCTIVE
@@ -382,6 +411,7 @@ class ProbeScreen(EngineScreen):
             return
         hit = next((h for h in self.result.top_features if h.feature_id == feature), None) if self.result else None
         add_to_steer(self.app, feature, hit.max_activation if hit is not None else None)
+        self._schedule(now=True)  # the tokens' loss changes under the new steer list
 
     def action_open_feature(self) -> None:
         feature = self._current_feature()
@@ -404,6 +434,9 @@ class ProbeScreen(EngineScreen):
         # Names may have been edited meanwhile, here or by another saetui on the same file.
         self.app.registry.refresh()
         self._render_all()
+        # The steer list may have changed on the Steer screen: show its effect on this text.
+        if self.result is not None and self.result.n_tokens:
+            self._schedule(now=True)
 
 
 def repr_token(token: str) -> str:
