@@ -24,8 +24,6 @@ leaves no file that reads as complete (and no partial file to resume: a rerun st
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import time
 from typing import TYPE_CHECKING, Any, Generator
@@ -36,7 +34,6 @@ from .. import cache
 from ..errors import UserError
 from ..worker import Progress
 from .builder import SUFFIX, IndexBuild, default_budget, find_cached, index_parts, tier_for
-from .keeper import Keeper
 from .store import FeatureIndex
 
 if TYPE_CHECKING:
@@ -116,22 +113,12 @@ def corpus_digest(contexts: np.ndarray) -> list[int]:
 
 def shard_to_bytes(index: FeatureIndex) -> bytes:
     """A shard's state without its contexts (every rank holds the same corpus)."""
-    with index.lock:
-        arrays = dict(count=index.count, act_sum=index.act_sum, hist=index.hist)
-        arrays.update(index.top.arrays("top"))
-        arrays.update(index.samples.arrays("smp"))
-        meta = json.dumps(index.meta, sort_keys=True, default=str)
-    buffer = io.BytesIO()
-    arrays["meta"] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its bool flag
-    return buffer.getvalue()
+    return index.to_bytes(with_contexts=False)
 
 
 def shard_from_bytes(data: bytes, contexts: np.ndarray) -> FeatureIndex:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    return FeatureIndex(meta, contexts, arrays["count"], arrays["act_sum"], arrays["hist"], Keeper.from_arrays(arrays, "top"), Keeper.from_arrays(arrays, "smp"))
+    """A shard's state read back (and checked) over this rank's copy of the contexts."""
+    return FeatureIndex.from_bytes(data, contexts=contexts)
 
 
 def merge_shards(shards: list[FeatureIndex]) -> FeatureIndex:

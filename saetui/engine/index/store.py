@@ -251,9 +251,12 @@ class FeatureIndex:
 
     # -- files ----------------------------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, with_contexts: bool = True) -> bytes:
+        """The index as a file (`with_contexts=False`: the state alone, for ranks that hold the corpus)."""
         with self.lock:
-            arrays = dict(contexts=self.contexts, count=self.count, act_sum=self.act_sum, hist=self.hist)
+            arrays = dict(count=self.count, act_sum=self.act_sum, hist=self.hist)
+            if with_contexts:
+                arrays["contexts"] = self.contexts
             arrays.update(self.top.arrays("top"))
             arrays.update(self.samples.arrays("smp"))
             meta = json.dumps(self.meta, sort_keys=True, default=str)
@@ -264,14 +267,18 @@ class FeatureIndex:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "FeatureIndex":
-        """Read an index; ValueError for anything truncated, corrupt or inconsistent."""
+    def from_bytes(cls, data: bytes, contexts: np.ndarray | None = None) -> "FeatureIndex":
+        """Read an index; ValueError for anything truncated, corrupt or inconsistent.
+
+        `contexts`: the corpus's contexts, for state written without them."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         except Exception as exc:  # noqa: BLE001 - zip, zlib, CRC and JSON damage surface as assorted types
             raise ValueError(f"unreadable: {type(exc).__name__}") from None
+        if contexts is not None:
+            arrays["contexts"] = contexts
         missing = [name for name in ("contexts", "count", "act_sum", "hist", "top_key", "smp_key") if name not in arrays]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
