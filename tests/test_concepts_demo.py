@@ -121,7 +121,8 @@ def _concept_word(word: str, spans: set[str]) -> bool:
 
 
 def test_purest_features_are_explained_by_their_concepts_words(demo_engine, demo_index, labelled):
-    from saetui.engine.explain import EXPLAINED_BAR, drive, iter_explanations
+    from saetui.engine.explain import EXPLAINED_BAR, iter_explanations
+    from saetui.engine.worker import drive
 
     purity, support, spans_text = labelled
     explanations = drive(iter_explanations(demo_index, demo_engine.session.tokenizer))

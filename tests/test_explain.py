@@ -7,10 +7,10 @@ import pytest
 
 from explain_support import synthetic_index
 
+from saetui.engine.worker import drive
 from saetui.engine.explain import (
     Explanation,
     balanced_accuracy,
-    drive,
     explained_summary,
     iter_explanations,
     negative_windows,

@@ -10,7 +10,7 @@ import pytest
 from support import make_model_dir
 from test_explain import TOKENS, _planted_index
 
-from saetui.engine.explain import drive
+from saetui.engine.worker import drive
 from saetui.engine.explain_model import MARK_CLOSE, MARK_OPEN, ChatModel, iter_model_explanations, model_cache_path
 
 

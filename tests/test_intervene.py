@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from saetui.engine.errors import UserError
+from saetui.engine.worker import drive
 from saetui.engine.intervene import (
     InterventionHook,
     Intervention,
@@ -19,7 +20,6 @@ from saetui.engine.intervene import (
     parse_intervention,
     parse_interventions,
     removal_effect,
-    run_to_end,
     steer,
     text_effects,
 )
@@ -148,9 +148,9 @@ def test_identity_generation_equals_clean(arch_session):
     s = arch_session
     prompt = "The cat sat"
     identity = [Intervention(3, "scale", 1.0), Intervention(5, "scale", 1.0)]
-    greedy = run_to_end(steer(s, prompt, identity, max_new_tokens=10))
+    greedy = drive(steer(s, prompt, identity, max_new_tokens=10))
     assert greedy.clean_ids == greedy.steered_ids and greedy.clean == greedy.steered
-    sampled = run_to_end(steer(s, prompt, identity, max_new_tokens=8, temperature=1.0, seed=3, samples=2))
+    sampled = drive(steer(s, prompt, identity, max_new_tokens=8, temperature=1.0, seed=3, samples=2))
     assert sampled.clean_ids == sampled.steered_ids
     assert len(sampled.clean) == 2 and sampled.seeds == [3, 4]
 
@@ -266,10 +266,10 @@ def test_generation_checks(normalised):
         args = dict(prompt="The cat", max_new_tokens=4, temperature=0.0, samples=1)
         args.update(kwargs)
         with pytest.raises(UserError) as info:
-            run_to_end(steer(session, args.pop("prompt"), iv, **args))
+            drive(steer(session, args.pop("prompt"), iv, **args))
         assert words in info.value.one_line()
     with pytest.raises(UserError, match="Unknown feature"):
-        run_to_end(steer(session, "The cat", [Intervention(10_000, "ablate")], 4))
+        drive(steer(session, "The cat", [Intervention(10_000, "ablate")], 4))
 
 
 def test_steering_streams_and_cancels(normalised):

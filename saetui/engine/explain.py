@@ -39,7 +39,7 @@ import numpy as np
 from . import cache
 from .index import ContextExample, FeatureIndex
 from .tokens import token_string
-from .worker import Progress
+from .worker import Progress, drive
 
 if TYPE_CHECKING:
     from .session import Session
@@ -293,17 +293,6 @@ def iter_explanations(index: FeatureIndex, tokenizer: Any, features: Iterable[in
             yield Progress(label, i + 1, len(feature_ids), "features", now - began)
     yield Progress(label, len(feature_ids), len(feature_ids), "features", time.perf_counter() - began)
     return out
-
-
-def drive(gen: Generator[Progress, None, Any], on_progress=None) -> Any:
-    """Run a progress generator to the end (a plain loop), returning its result."""
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(progress)
 
 
 # -- the cache --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import numpy as np
 from . import cache
 from .errors import UserError
 from .sae import TopKSAE
-from .worker import Progress
+from .worker import Progress, drive
 
 if TYPE_CHECKING:
     from .session import Session
@@ -620,16 +620,7 @@ def generate_side_by_side(
     samples: int = 1,
 ) -> SteerResult:
     """`steer` run to the end: the clean and intervened continuations (for scripts)."""
-    return run_to_end(steer(session, prompt, interventions, max_new_tokens, temperature, seed, samples))
-
-
-def run_to_end(gen: Generator[Any, None, Any]) -> Any:
-    """Drive a generator of progress to its result (for the command line and tests)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(steer(session, prompt, interventions, max_new_tokens, temperature, seed, samples))
 
 
 # -- a feature's own contexts: what happens when you remove it -------------------------
@@ -789,7 +780,7 @@ def steer_benchmark(session: "Session | None" = None, new_tokens: int = 48, repe
 
     def rate(branch: str) -> float:
         t0 = time.perf_counter()
-        res = run_to_end(steer(session, prompt, interventions, new_tokens, branches=(branch,), stop_at_eos=False))
+        res = drive(steer(session, prompt, interventions, new_tokens, branches=(branch,), stop_at_eos=False))
         n = len(res.clean_ids[0] if branch == "clean" else res.steered_ids[0])
         return n / (time.perf_counter() - t0)
 
