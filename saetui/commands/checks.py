@@ -1,14 +1,13 @@
 """The app's up-front check of --context-len, before the first frame (no model loaded).
 
-Once the model is loaded, `engine.session.model_context_len` refuses the same values.
+The rule is `engine.session.check_context_len`, which the session applies again once the
+model is loaded.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from ..engine.errors import UserError
 
 
 def positions_in_config(model_dir: Path) -> int | None:
@@ -31,14 +30,7 @@ def positions_in_config(model_dir: Path) -> int | None:
 
 def check_context_len_against(asked: int | None, model_dir: Path) -> None:
     """The app's check, before the first frame: the model's config says its positions."""
-    if asked is None:
-        return
-    _refuse_beyond(int(asked), positions_in_config(model_dir))
+    from ..engine.session import check_context_len
 
-
-def _refuse_beyond(asked: int, limit: int | None) -> None:
-    if limit is not None and asked > limit:
-        raise UserError(
-            f"--context-len {asked} is beyond the model's {limit:,} positions (activations past them are wrong)",
-            f"Pass --context-len {limit} or less",
-        )
+    if asked is not None:
+        check_context_len(int(asked), positions_in_config(model_dir))

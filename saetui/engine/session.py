@@ -199,15 +199,20 @@ def model_context_len(runner: ModelRunner, requested: int | None = None) -> int:
     limit = getattr(getattr(runner.model, "args", None), "max_position_embeddings", None)
     limit = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
     if requested is not None:
-        if int(requested) < 2:
-            raise UserError(f"--context-len {requested} is too short (BOS included)", "Pass --context-len 2 or more")
-        if limit is not None and int(requested) > limit:
-            raise UserError(
-                f"--context-len {requested} is beyond the model's {limit:,} positions (activations past them are wrong)",
-                f"Pass --context-len {limit} or less",
-            )
+        check_context_len(int(requested), limit)
         return int(requested)
     return min(DEFAULT_CONTEXT_LEN, limit) if limit else DEFAULT_CONTEXT_LEN
+
+
+def check_context_len(requested: int, limit: int | None) -> None:
+    """A --context-len the model can take (BOS included), or a UserError saying why not."""
+    if requested < 2:
+        raise UserError(f"--context-len {requested} is too short (BOS included)", "Pass --context-len 2 or more")
+    if limit is not None and requested > limit:
+        raise UserError(
+            f"--context-len {requested} is beyond the model's {limit:,} positions (activations past them are wrong)",
+            f"Pass --context-len {limit} or less",
+        )
 
 
 def summary_line(sae: SparseAutoencoder, layer: Any, component: Any, model: str | None, threshold_mode: str | None) -> str:
