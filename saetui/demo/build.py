@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -550,16 +551,9 @@ def concept_report(z: np.ndarray, labels: np.ndarray, top_n: int = 20) -> dict:
 # The second, smaller SAE
 # --------------------------------------------------------------------------------------------
 
-def save_small_sae(sae_dir: Path, cfg: dict, w: dict, x_eval: np.ndarray, labels: np.ndarray,
-                   layer: int, component: str, seed: int) -> dict:
-    """Save the small SAE in float16 (it ships with the package: ~270 KB instead of ~540 KB)
-    and measure it as saved (the rounded weights) on the held-out activations."""
-    import mlx.core as mx
-
-    w16 = {k_: v.astype(np.float16) for k_, v in w.items()}
-    stats, z = eval_sae({k_: v.astype(np.float32) for k_, v in w16.items()}, x_eval, cfg["sae_k"])
-    concepts = concept_report(z[: len(labels)], labels)
-    sae_cfg = {
+def topk_sae_config(w: dict, cfg: dict, layer: int, component: str, seed: int, aux_k: int, **extra: Any) -> dict:
+    """The mlxterp config.json of a TopK SAE trained here (`extra`: more training-config keys)."""
+    return {
         "class": "SAE",
         "d_model": int(w["encoder.weight"].shape[1]),
         "d_hidden": int(w["encoder.weight"].shape[0]),
@@ -579,16 +573,28 @@ def save_small_sae(sae_dir: Path, cfg: dict, w: dict, x_eval: np.ndarray, labels
                 "num_steps": cfg["sae_steps"],
                 "normalize_input": True,
                 "tied_weights": False,
-                "aux_k": min(cfg["sae_aux_k"], int(w["encoder.weight"].shape[0]) // 2),
+                "aux_k": aux_k,
                 "aux_k_coef": cfg["sae_aux_coef"],
                 "dead_feature_window_tokens": cfg["sae_dead_tokens"],
                 "decoder_unit_norm": True,
                 "seed": seed,
-                "weights_dtype": "float16",
+                **extra,
             },
             "training_samples": int(cfg["sae_train_tokens"]),
         },
     }
+
+
+def save_small_sae(sae_dir: Path, cfg: dict, w: dict, x_eval: np.ndarray, labels: np.ndarray,
+                   layer: int, component: str, seed: int) -> dict:
+    """Save the small SAE in float16 (it ships with the package: ~270 KB instead of ~540 KB)
+    and measure it as saved (the rounded weights) on the held-out activations."""
+    import mlx.core as mx
+
+    w16 = {k_: v.astype(np.float16) for k_, v in w.items()}
+    stats, z = eval_sae({k_: v.astype(np.float32) for k_, v in w16.items()}, x_eval, cfg["sae_k"])
+    concepts = concept_report(z[: len(labels)], labels)
+    sae_cfg = topk_sae_config(w, cfg, layer, component, seed, aux_k=min(cfg["sae_aux_k"], int(w["encoder.weight"].shape[0]) // 2), weights_dtype="float16")
     if sae_dir.exists():
         shutil.rmtree(sae_dir)
     sae_dir.mkdir(parents=True)
@@ -745,35 +751,7 @@ def build(out: Path, cfg: dict, quick: bool = False) -> dict:
     log(f"  concept-pure features: {concepts['n_concept_pure_features']}; best F1 per concept: "
         + ", ".join(f"{c} {v['f1']:.2f}" for c, v in concepts["best_feature_per_concept"].items()))
 
-    sae_cfg = {
-        "class": "SAE",
-        "d_model": int(w["encoder.weight"].shape[1]),
-        "d_hidden": int(w["encoder.weight"].shape[0]),
-        "k": int(cfg["sae_k"]),
-        "normalize_input": True,
-        "tied_weights": False,
-        "metadata": {
-            "layer": layer,
-            "component": component,
-            "model_name": MODEL_NAME,
-            "config": {
-                "expansion_factor": cfg["sae_expansion"],
-                "k": cfg["sae_k"],
-                "sae_type": "topk",
-                "learning_rate": cfg["sae_lr"],
-                "batch_size": cfg["sae_batch"],
-                "num_steps": cfg["sae_steps"],
-                "normalize_input": True,
-                "tied_weights": False,
-                "aux_k": cfg["sae_aux_k"],
-                "aux_k_coef": cfg["sae_aux_coef"],
-                "dead_feature_window_tokens": cfg["sae_dead_tokens"],
-                "decoder_unit_norm": True,
-                "seed": seed,
-            },
-            "training_samples": int(cfg["sae_train_tokens"]),
-        },
-    }
+    sae_cfg = topk_sae_config(w, cfg, layer, component, seed, aux_k=cfg["sae_aux_k"])
     sae_dir.mkdir(parents=True)
     (sae_dir / "config.json").write_text(json.dumps(sae_cfg, indent=2) + "\n")
     mx.save_safetensors(str(sae_dir / "weights.safetensors"),
