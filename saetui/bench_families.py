@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     kind = argv[0] if argv else "clusters"
     n_features = int(argv[1]) if len(argv) > 1 else 32768
     d_model = int(argv[2]) if len(argv) > 2 else 2048
-    from .engine.clusters import benchmark_clustering, peak_memory_mb
+    from .bench import peak_rss_mb
+    from .engine.clusters import benchmark_clustering
 
     if kind == "clusters":
         figures = benchmark_clustering(n_features, d_model)
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
     else:
         print(f"unknown benchmark {kind!r}: clusters or compare", file=sys.stderr)
         return 2
-    figures["peak_memory_mb"] = round(peak_memory_mb() or 0.0, 1)
+    figures["peak_memory_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(figures))
     return 0
 

@@ -668,18 +668,3 @@ def benchmark_clustering(n_features: int = 32768, d_model: int = 2048, seed: int
     # cpu_seconds: all threads' CPU time; on a loaded machine it says more than the wall clock
     return {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
             "steps": steps, "clusters": len(result.clusters), "n_features": n_features, "d_model": d_model}
-
-
-def peak_memory_mb() -> float | None:
-    """This process's peak resident memory (VmHWM, Linux), or ru_maxrss elsewhere."""
-    try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
