@@ -355,3 +355,13 @@ def test_build_generator_closes_into_a_checkpoint(tiny_setup):
         assert not partial.exists() and index.path.exists()
     finally:
         eng.close()
+
+
+def test_density_without_examples_equals_the_feature_stats(engine):
+    """The registry screen's cheap density (read on the UI thread) is the page's density."""
+    index = build(engine)
+    for f in range(index.d_sae):
+        density, partial = index.density(f)
+        assert density == index.feature(f).density and partial is False
+    with pytest.raises(UserError, match="out of range"):
+        index.density(index.d_sae)

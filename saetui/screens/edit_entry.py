@@ -84,10 +84,9 @@ def feature_density(session: "Session | None", feature_id: int) -> tuple[float |
     if index is None:
         return None, False
     try:
-        stats = index.feature(feature_id)
+        return index.density(feature_id)
     except UserError:
         return None, False
-    return float(stats.density), bool(stats.partial)
 
 
 def top_context_examples(session: "Session | None", feature_id: int, limit: int = PREFILL_EXAMPLES) -> list[str]:

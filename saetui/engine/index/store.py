@@ -189,6 +189,16 @@ class FeatureIndex:
             n_contexts=self.n_contexts,
         )
 
+    def density(self, feature_id: int) -> tuple[float, bool]:
+        """(fraction of the indexed tokens the feature fires on, partial): cheap enough for the
+        UI thread (no examples are built), safe mid-build."""
+        f = int(feature_id)
+        if not 0 <= f < self.d_sae:
+            raise UserError(f"Feature {f} is out of range: the SAE has {self.d_sae:,} features (0-{self.d_sae - 1})", f"Use a feature id from 0 to {self.d_sae - 1}")
+        with self.lock:
+            count, tokens, partial = int(self.count[f]), self.tokens_seen, not self.complete
+        return (count / tokens if tokens else 0.0), partial
+
     def _examples(self, keeper: Keeper, f: int) -> list[ContextExample]:
         live = keeper.row_order(f)
         starts = self.window_bounds(keeper.pos[f, live])
