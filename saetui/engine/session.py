@@ -22,7 +22,7 @@ import numpy as np
 from .corpus import DEFAULT_CONTEXT_LEN, Corpus, load_texts, tokenize_corpus
 from .errors import UserError
 from .model import Hook, ModelRunner
-from .sae import BatchTopKSAE, SparseAutoencoder
+from .sae import BatchTopKSAE, SparseAutoencoder, ThresholdedBatchTopKSAE
 
 if TYPE_CHECKING:
     from .clusters import Clustering
@@ -102,7 +102,7 @@ class Session:
             dataset_name=dataset or settings.dataset or "texts",
             sae_path=Path(getattr(sae, "path", None) or settings.sae or "sae"),
             context_len=int(context_len or settings.context_len or model_context_len(runner)),
-            threshold_mode=threshold_mode if isinstance(sae, BatchTopKSAE) or hasattr(sae, "base") else None,
+            threshold_mode=threshold_mode if isinstance(sae, (BatchTopKSAE, ThresholdedBatchTopKSAE)) else None,
         )
         session._texts = texts
         return session
